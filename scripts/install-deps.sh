@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the tests, benchmarks and demo use: the real
+# tools that serve as oracles (mkenvimage, fw_printenv, grub-editenv, gpg,
+# sqop), the peers we benchmark against (xdelta3, zstd, bsdiff, lz4) and QEMU
+# with real firmware and bootloaders. Idempotent and quiet when all is there.
+set -euo pipefail
+pkgs=(
+  # oracles for the bootloader formats
+  u-boot-tools libubootenv-tool grub-common grub-efi-amd64-bin grub-emu cgpt
+  # QEMU, firmware and real bootloaders for the boot tests
+  qemu-system-x86 qemu-system-arm qemu-utils u-boot-qemu ovmf mtools dosfstools
+  # OpenPGP interop oracles
+  gnupg sqop
+  # delta peers and measuring tools for the benchmarks
+  xdelta3 zstd bsdiff lz4 time
+  # disk images for the demo and the benchmark dataset
+  e2fsprogs debootstrap fdisk
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "install-deps: installing ${missing[*]}" >&2
+  if [ "$(id -u)" != 0 ]; then
+    echo "install-deps: need root to apt-get install; run as root or install: ${missing[*]}" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
