@@ -13,6 +13,8 @@ pkgs=(
   gnupg sqop
   # delta peers and measuring tools for the benchmarks
   xdelta3 zstd bsdiff lz4 time
+  # HTTP oracles for fetch and serve (docs/serving.md's nginx example)
+  curl nginx-light
   # disk images for the demo and the benchmark dataset
   e2fsprogs debootstrap fdisk
 )
