@@ -1,0 +1,505 @@
+// Package client is the device side of sysupdate's trust model: it fetches
+// a channel index, verifies it against the signing keyring, the keyring
+// against the master keys baked into the device, honours the revocation
+// list, and decides what (if anything) to install and by which stream.
+//
+// Check refuses, with a sentinel error per attack: bad or missing
+// signatures and untrusted keys (arbitrary package), revoked or expired
+// keys, expired or replayed metadata (indefinite freeze), releases older
+// than the installed one or below the floor (rollback), releases for
+// another model (wrong hardware), another channel's index (mix-and-match),
+// and phased releases this device is not in. Download refuses a stream
+// whose size or header differs from the signed index (endless data,
+// mix-and-match) before it writes a byte.
+package client
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sysupdate/sysupdate/fetch"
+	"github.com/sysupdate/sysupdate/repo"
+	"github.com/sysupdate/sysupdate/stream"
+	"github.com/sysupdate/sysupdate/trust"
+)
+
+// Refusals callers branch on. Signature and key problems wrap the trust
+// package's sentinels (trust.ErrNoSignature, ErrBadSignature,
+// ErrUnknownKey, ErrRevoked, ErrExpired) instead.
+var (
+	// ErrIndexExpired: the index is past its expiry (a frozen mirror).
+	ErrIndexExpired = errors.New("client: index expired")
+	// ErrReplayed: the index, keyring or revocation list is older than
+	// one this device already accepted.
+	ErrReplayed = errors.New("client: metadata older than what this device already accepted")
+	// ErrWrongChannel: the index is for another channel.
+	ErrWrongChannel = errors.New("client: index is for another channel")
+	// ErrRollback: the release is older than the installed one.
+	ErrRollback = errors.New("client: release older than the installed one")
+	// ErrBelowFloor: the release is below the lowest allowed version.
+	ErrBelowFloor = errors.New("client: release below the version floor")
+	// ErrWrongModel: the index has no release for this hardware model.
+	ErrWrongModel = errors.New("client: no release for this hardware model")
+	// ErrNoSuchVersion: the requested version is not in the channel.
+	ErrNoSuchVersion = errors.New("client: requested version not in the channel")
+	// ErrNotInPhase: the newer release is phased and this device is not
+	// in its percentage yet.
+	ErrNotInPhase = errors.New("client: release is phased and this device is not in the rollout yet")
+	// ErrStreamSize: a file holds more (or fewer) bytes than declared.
+	ErrStreamSize = errors.New("client: size differs from the signed index")
+	// ErrStreamMismatch: a stream is not the one the signed index names.
+	ErrStreamMismatch = errors.New("client: stream differs from the signed index")
+)
+
+// Opener fetches repository files. *fetch.Client implements it.
+type Opener interface {
+	// Open returns a reader of exactly size bytes at url.
+	Open(ctx context.Context, url string, size int64) (io.ReadCloser, error)
+	// Get fetches a small file whole; more than max bytes is an error.
+	Get(ctx context.Context, url string, max int64) ([]byte, error)
+}
+
+var _ Opener = (*fetch.Client)(nil)
+
+// Config is everything Check needs to know about the device. The CLI fills
+// it from flags; a config file will later.
+type Config struct {
+	// RepoURL is the repository root: https://, http://, file:// or a
+	// plain directory (a USB stick in recovery).
+	RepoURL string
+	// Channel to follow ("stable").
+	Channel string
+	// Model is this device's hardware model.
+	Model string
+	// MasterKeys is the path of the armored master public keys baked into
+	// the device image.
+	MasterKeys string
+	// StatePath is the device state file (see State).
+	StatePath string
+	// MachineIDPath is the file holding the machine ID that phasing draws
+	// from; "" means /etc/machine-id.
+	MachineIDPath string
+	// Installed is the running version; 0 means take it from the state.
+	Installed uint64
+	// Floor is a device-side lowest allowed version, on top of the index's.
+	Floor uint64
+	// AllowDowngrade lets the user install an older release or one below
+	// the floor, deliberately.
+	AllowDowngrade bool
+	// Version, when non-zero, asks for that version instead of the newest.
+	Version uint64
+	// Now returns the current time; nil means time.Now.
+	Now func() time.Time
+}
+
+// Client checks a repository for one device.
+type Client struct {
+	cfg     Config
+	op      Opener
+	masters []*trust.Key
+}
+
+// New reads the master keys and returns a Client.
+func New(cfg Config, op Opener) (*Client, error) {
+	for _, f := range []struct{ v, name string }{{cfg.RepoURL, "repository URL"}, {cfg.Channel, "channel"}, {cfg.Model, "model"}, {cfg.MasterKeys, "master keys file"}, {cfg.StatePath, "state file"}} {
+		if f.v == "" {
+			return nil, fmt.Errorf("client: no %s configured", f.name)
+		}
+	}
+	if !repo.ValidName(cfg.Channel) {
+		return nil, fmt.Errorf("client: channel name %q is invalid", cfg.Channel)
+	}
+	b, err := os.ReadFile(cfg.MasterKeys)
+	if err != nil {
+		return nil, fmt.Errorf("client: master keys: %w", err)
+	}
+	masters, err := trust.ReadKeys(cfg.MasterKeys, b)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	for _, m := range masters {
+		if m.HasPrivate() {
+			return nil, fmt.Errorf("client: %s holds the private master key %s; a device must carry only the public half", cfg.MasterKeys, m.Fingerprint())
+		}
+	}
+	return &Client{cfg: cfg, op: op, masters: masters}, nil
+}
+
+// Plan is the outcome of Check: the verified index, the release chosen
+// (nil when there is nothing to do) and why.
+type Plan struct {
+	Channel   string    `json:"channel"`
+	Model     string    `json:"model"`
+	IndexURL  string    `json:"index_url"`
+	Generated time.Time `json:"generated"`
+	Expires   time.Time `json:"expires"`
+	// SignedBy is the fingerprint of the key that signed the index.
+	SignedBy  string `json:"signed_by"`
+	Installed uint64 `json:"installed"`
+	// Release is the release to install, nil when up to date.
+	Release *repo.Release `json:"release,omitempty"`
+	// Images are the streams to fetch, one per image of Release.
+	Images []ImagePlan `json:"images,omitempty"`
+	// Reasons explain the decision, one line per release considered.
+	Reasons []string `json:"reasons"`
+}
+
+// ImagePlan is one image to install and the stream chosen for it.
+type ImagePlan struct {
+	Name string `json:"name"`
+	// URL is absolute (resolved against the index URL).
+	URL string `json:"url"`
+	// Size and Header pin the stream.
+	Size   int64     `json:"size"`
+	Header repo.Hash `json:"header"`
+	// Delta is true for a delta from version From, whose image must have
+	// SourceSize bytes hashing to SourceSHA256 (the active slot).
+	Delta        bool      `json:"delta"`
+	From         uint64    `json:"from,omitempty"`
+	SourceSize   int64     `json:"source_size,omitempty"`
+	SourceSHA256 repo.Hash `json:"source_sha256,omitzero"`
+	// TargetSize and TargetSHA256 describe the resulting image.
+	TargetSize   int64     `json:"target_size"`
+	TargetSHA256 repo.Hash `json:"target_sha256"`
+	// FullURL, FullSize and FullHeader are the full-image stream, the
+	// fallback when a delta's source does not match.
+	FullURL    string    `json:"full_url"`
+	FullSize   int64     `json:"full_size"`
+	FullHeader repo.Hash `json:"full_header"`
+}
+
+// Check fetches and verifies the chain and the channel index, records the
+// accepted metadata timestamps in the state file, and chooses a release.
+// It returns a Plan with Release nil when the device is up to date, or an
+// error wrapping one of the refusal sentinels. Check never writes to a
+// slot; the state file is the only thing it changes, atomically.
+func (c *Client) Check(ctx context.Context) (*Plan, error) {
+	st, err := LoadState(c.cfg.StatePath)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	if c.cfg.Now != nil {
+		now = c.cfg.Now()
+	}
+	// A device whose clock is behind (no RTC) never moves trust backwards:
+	// time is at least the newest metadata it has accepted.
+	for _, t := range []time.Time{st.Keyring, st.Revocations, st.Indexes[c.cfg.Channel]} {
+		if t.After(now) {
+			now = t
+		}
+	}
+	var files trust.ChainFiles
+	for _, f := range []struct {
+		rel string
+		dst *[]byte
+	}{
+		{trust.RevocationsPath, &files.Revocations}, {trust.RevocationsPath + trust.SigSuffix, &files.RevocationsSig},
+		{trust.KeyringPath, &files.Keyring}, {trust.KeyringPath + trust.SigSuffix, &files.KeyringSig},
+	} {
+		if *f.dst, err = c.get(ctx, c.resolve(f.rel), 1<<20, strings.HasSuffix(f.rel, trust.SigSuffix)); err != nil {
+			return nil, err
+		}
+	}
+	chain, err := trust.VerifyChain(c.masters, files, now)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	if chain.Keyring.Created.Before(st.Keyring) {
+		return nil, fmt.Errorf("client: %s created %s is older than the keyring accepted before (%s): %w", trust.KeyringPath, chain.Keyring.Created.Format(time.RFC3339), st.Keyring.Format(time.RFC3339), ErrReplayed)
+	}
+	if chain.Revocations.Created.Before(st.Revocations) {
+		return nil, fmt.Errorf("client: %s created %s is older than the list accepted before (%s): %w", trust.RevocationsPath, chain.Revocations.Created.Format(time.RFC3339), st.Revocations.Format(time.RFC3339), ErrReplayed)
+	}
+	// The chain is authentic and fresh: remember it (and every revocation)
+	// now, even if the index turns out bad, so an older list cannot be
+	// replayed to un-revoke a key.
+	changed := false
+	if chain.Keyring.Created.After(st.Keyring) {
+		st.Keyring, changed = chain.Keyring.Created, true
+	}
+	if chain.Revocations.Created.After(st.Revocations) {
+		st.Revocations, changed = chain.Revocations.Created, true
+	}
+	for _, r := range chain.Revocations.Revoked {
+		if !st.isRevoked(r.Fingerprint) {
+			st.Revoked, changed = append(st.Revoked, r.Fingerprint), true
+		}
+	}
+	if changed {
+		if err := st.Save(c.cfg.StatePath); err != nil {
+			return nil, err
+		}
+	}
+	indexURL := c.resolve(repo.IndexPath(c.cfg.Channel))
+	ib, err := c.get(ctx, indexURL, repo.MaxIndexSize, false)
+	if err != nil {
+		return nil, err
+	}
+	isig, err := c.get(ctx, indexURL+trust.SigSuffix, 1<<16, true)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := chain.Verify(indexURL, ib, isig, now)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	for _, fp := range []string{signer.Fingerprint(), chain.KeyringSigner.Fingerprint(), chain.RevocationsSigner.Fingerprint()} {
+		if st.isRevoked(fp) {
+			return nil, fmt.Errorf("client: key %s was revoked by an earlier revocation list this device accepted: %w", fp, trust.ErrRevoked)
+		}
+	}
+	idx, err := repo.ParseIndex(indexURL, ib)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w: %v", trust.ErrBadSignature, err) // signed garbage: the publisher is broken
+	}
+	if idx.Channel != c.cfg.Channel {
+		return nil, fmt.Errorf("client: %s says it is channel %q, this device follows %q: %w", indexURL, idx.Channel, c.cfg.Channel, ErrWrongChannel)
+	}
+	if now.After(idx.Expires) {
+		return nil, fmt.Errorf("client: %s expired at %s (now %s): the mirror may be frozen or the publisher must re-sign: %w", indexURL, idx.Expires.Format(time.RFC3339), now.UTC().Format(time.RFC3339), ErrIndexExpired)
+	}
+	if prev := st.Indexes[c.cfg.Channel]; idx.Generated.Before(prev) {
+		return nil, fmt.Errorf("client: %s generated %s is older than the index accepted before (%s): %w", indexURL, idx.Generated.Format(time.RFC3339), prev.Format(time.RFC3339), ErrReplayed)
+	}
+	// Authentic and fresh: remember it before deciding anything else.
+	if st.Indexes == nil {
+		st.Indexes = map[string]time.Time{}
+	}
+	if idx.Generated.After(st.Indexes[c.cfg.Channel]) {
+		st.Indexes[c.cfg.Channel] = idx.Generated
+		if err := st.Save(c.cfg.StatePath); err != nil {
+			return nil, err
+		}
+	}
+	installed := c.cfg.Installed
+	if installed == 0 {
+		installed = st.Installed
+	}
+	plan := &Plan{Channel: idx.Channel, Model: c.cfg.Model, IndexURL: indexURL, Generated: idx.Generated, Expires: idx.Expires, SignedBy: signer.Fingerprint(), Installed: installed}
+	rel, err := c.choose(idx, installed, plan)
+	if err != nil {
+		return plan, err
+	}
+	if rel == nil {
+		return plan, nil
+	}
+	plan.Release = rel
+	for _, im := range rel.Images {
+		ip := ImagePlan{Name: im.Name, URL: c.resolveFrom(indexURL, im.Full.URL), Size: im.Full.Size, Header: im.Full.Header,
+			TargetSize: im.Size, TargetSHA256: im.SHA256, FullURL: c.resolveFrom(indexURL, im.Full.URL), FullSize: im.Full.Size, FullHeader: im.Full.Header}
+		if d := im.Delta(installed); installed != 0 && d != nil && d.Size < im.Full.Size {
+			ip.URL, ip.Size, ip.Header = c.resolveFrom(indexURL, d.URL), d.Size, d.Header
+			ip.Delta, ip.From, ip.SourceSize, ip.SourceSHA256 = true, d.From, d.SourceSize, d.SourceSHA256
+			plan.Reasons = append(plan.Reasons, fmt.Sprintf("%s: delta from %d (%d bytes instead of %d)", im.Name, d.From, d.Size, im.Full.Size))
+		} else {
+			plan.Reasons = append(plan.Reasons, fmt.Sprintf("%s: full stream (%d bytes; no delta from %d)", im.Name, im.Full.Size, installed))
+		}
+		plan.Images = append(plan.Images, ip)
+	}
+	return plan, nil
+}
+
+// choose picks the release to install per the policy in the package doc.
+func (c *Client) choose(idx *repo.Index, installed uint64, plan *Plan) (*repo.Release, error) {
+	var rels []*repo.Release
+	models := map[string]bool{}
+	for i := range idx.Releases {
+		r := &idx.Releases[i]
+		models[r.Model] = true
+		if r.Model == c.cfg.Model {
+			rels = append(rels, r)
+		}
+	}
+	if len(rels) == 0 {
+		var ms []string
+		for m := range models {
+			ms = append(ms, m)
+		}
+		sort.Strings(ms)
+		return nil, fmt.Errorf("client: channel %s has releases for %v, none for model %q: %w", idx.Channel, ms, c.cfg.Model, ErrWrongModel)
+	}
+	sort.Slice(rels, func(i, j int) bool { return rels[i].Version > rels[j].Version })
+	floor := max(idx.Floor, c.cfg.Floor)
+	var chosen *repo.Release
+	if c.cfg.Version != 0 {
+		for _, r := range rels {
+			if r.Version == c.cfg.Version {
+				chosen = r
+			}
+		}
+		if chosen == nil {
+			return nil, fmt.Errorf("client: version %d for %s is not in channel %s (newest is %d): %w", c.cfg.Version, c.cfg.Model, idx.Channel, rels[0].Version, ErrNoSuchVersion)
+		}
+		if !c.inPhase(chosen) {
+			return nil, fmt.Errorf("client: version %d is phased to %d%% and this device is not in it: %w", chosen.Version, chosen.Phased, ErrNotInPhase)
+		}
+	} else {
+		newest := rels[0]
+		if newest.Version < installed && !c.cfg.AllowDowngrade {
+			return nil, fmt.Errorf("client: the newest release in %s is %d, older than the installed %d; refusing a rollback (pass --allow-downgrade to install it anyway): %w", idx.Channel, newest.Version, installed, ErrRollback)
+		}
+		phasedOut := 0
+		for _, r := range rels {
+			if r.Version <= installed && !(c.cfg.AllowDowngrade && newest.Version < installed) {
+				break
+			}
+			if !c.inPhase(r) {
+				plan.Reasons = append(plan.Reasons, fmt.Sprintf("version %d: phased to %d%%, this device is not in it yet", r.Version, r.Phased))
+				phasedOut++
+				continue
+			}
+			chosen = r
+			break
+		}
+		if chosen == nil {
+			if phasedOut > 0 {
+				return nil, fmt.Errorf("client: %d newer release(s) in %s, all phased and this device is not in them yet: %w", phasedOut, idx.Channel, ErrNotInPhase)
+			}
+			plan.Reasons = append(plan.Reasons, fmt.Sprintf("version %d is installed and is the newest in %s: up to date", installed, idx.Channel))
+			return nil, nil
+		}
+	}
+	if chosen.Version == installed {
+		plan.Reasons = append(plan.Reasons, fmt.Sprintf("version %d is already installed", installed))
+		return nil, nil
+	}
+	if chosen.Version < installed && !c.cfg.AllowDowngrade {
+		return nil, fmt.Errorf("client: version %d is older than the installed %d; refusing a rollback (pass --allow-downgrade to install it anyway): %w", chosen.Version, installed, ErrRollback)
+	}
+	if chosen.Version < floor && !c.cfg.AllowDowngrade {
+		return nil, fmt.Errorf("client: version %d is below the floor %d; refusing (pass --allow-downgrade to install it anyway): %w", chosen.Version, floor, ErrBelowFloor)
+	}
+	why := "newest release for " + c.cfg.Model
+	if c.cfg.Version != 0 {
+		why = "requested"
+	}
+	if chosen.Version < installed {
+		why += ", downgrade allowed explicitly"
+	}
+	if chosen.Phased < 100 {
+		why += fmt.Sprintf(", phased %d%% and this device is in it", chosen.Phased)
+	}
+	plan.Reasons = append(plan.Reasons, fmt.Sprintf("version %d: install (%s)", chosen.Version, why))
+	return chosen, nil
+}
+
+// inPhase reports whether this device falls in r's rollout percentage.
+func (c *Client) inPhase(r *repo.Release) bool {
+	if r.Phased >= 100 {
+		return true
+	}
+	if r.Phased <= 0 {
+		return false
+	}
+	p := c.cfg.MachineIDPath
+	if p == "" {
+		p = "/etc/machine-id"
+	}
+	id, err := os.ReadFile(p)
+	if err != nil || len(strings.TrimSpace(string(id))) == 0 {
+		return false // no machine ID: wait for the full rollout
+	}
+	return PhaseBucket(strings.TrimSpace(string(id)), r.Version) < r.Phased
+}
+
+// PhaseBucket maps a machine ID and a version to 0..99, uniformly and
+// deterministically: a device is in a release phased to P% when its bucket
+// is below P. The version is part of the input so the same devices are not
+// always first.
+func PhaseBucket(machineID string, version uint64) int {
+	sum := sha256.Sum256([]byte(machineID + "/" + strconv.FormatUint(version, 10)))
+	return int(binary.BigEndian.Uint64(sum[:8]) % 100)
+}
+
+// resolve returns the URL of a repository-relative path.
+func (c *Client) resolve(rel string) string {
+	base := c.cfg.RepoURL
+	if !strings.HasSuffix(base, "/") {
+		base += "/"
+	}
+	return c.resolveFrom(base, rel)
+}
+
+// resolveFrom resolves rel against base, for URLs and plain paths alike.
+func (c *Client) resolveFrom(base, rel string) string {
+	if strings.Contains(base, "://") {
+		b, err := url.Parse(base)
+		if err == nil {
+			r, err := url.Parse(rel)
+			if err == nil {
+				return b.ResolveReference(r).String()
+			}
+		}
+	}
+	if strings.HasSuffix(base, "/") {
+		return filepath.Join(base, filepath.FromSlash(rel))
+	}
+	return filepath.Join(filepath.Dir(base), filepath.FromSlash(path.Clean(rel)))
+}
+
+// get fetches a metadata file; a missing signature is ErrNoSignature.
+func (c *Client) get(ctx context.Context, u string, max int64, isSig bool) ([]byte, error) {
+	b, err := c.op.Get(ctx, u, max)
+	if err != nil {
+		if errors.Is(err, fetch.ErrTooLarge) || errors.Is(err, fetch.ErrSize) {
+			return nil, fmt.Errorf("client: %s: %w: %v", u, ErrStreamSize, err)
+		}
+		var se *fetch.StatusError
+		if isSig && (errors.Is(err, os.ErrNotExist) || errors.As(err, &se) && se.Code == 404) {
+			return nil, fmt.Errorf("client: %s: %w: %v", u, trust.ErrNoSignature, err)
+		}
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	return b, nil
+}
+
+// Download streams one image of a plan into target (the inactive slot),
+// reading the source (the active slot) for deltas. It opens exactly
+// img.Size bytes, never reads more, and hands them to stream.Apply with
+// the signed header hash: a stream of another size or header is refused
+// (ErrStreamSize, ErrStreamMismatch) before anything is written. When it
+// returns nil, target holds the image with img.TargetSHA256 and has been
+// synced if it is a file. On other errors target holds a partial image
+// that must not be booted.
+func (c *Client) Download(ctx context.Context, img ImagePlan, target io.WriterAt, source io.ReaderAt, progress func(done, total int64)) (*stream.Header, error) {
+	rc, err := c.op.Open(ctx, img.URL, img.Size)
+	if err != nil {
+		if errors.Is(err, fetch.ErrSize) || errors.Is(err, fetch.ErrTooLarge) {
+			return nil, fmt.Errorf("client: %s: %w: %v", img.URL, ErrStreamSize, err)
+		}
+		return nil, fmt.Errorf("client: %w", err)
+	}
+	defer rc.Close()
+	want := stream.Hash(img.Header)
+	opts := stream.ApplyOptions{ExpectHeader: &want, MaxStreamSize: img.Size, Progress: progress}
+	if img.Delta {
+		opts.Source = source
+	}
+	h, err := stream.Apply(ctx, io.LimitReader(rc, img.Size), target, opts)
+	switch {
+	case err == nil:
+	case errors.Is(err, stream.ErrHeaderMismatch):
+		return nil, fmt.Errorf("client: %s: %w: %v", img.URL, ErrStreamMismatch, err)
+	case errors.Is(err, fetch.ErrSize), errors.Is(err, stream.ErrTooLong), errors.Is(err, stream.ErrTruncated):
+		return nil, fmt.Errorf("client: %s: %w: %v", img.URL, ErrStreamSize, err)
+	default:
+		return nil, fmt.Errorf("client: %s: %w", img.URL, err)
+	}
+	if h.TargetSize != img.TargetSize || repo.Hash(h.TargetHash) != img.TargetSHA256 {
+		return nil, fmt.Errorf("client: %s produced %d bytes %s, the index says %d bytes %s: %w", img.URL, h.TargetSize, h.TargetHash, img.TargetSize, img.TargetSHA256, ErrStreamMismatch)
+	}
+	return h, nil
+}
