@@ -6,10 +6,12 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -200,6 +202,57 @@ func TestServeArgs(t *testing.T) {
 			err := run(context.Background(), tt.args, &out, &errb)
 			if err == nil || errors.Is(err, errUsage) != tt.usage || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want usage=%v containing %q", err, tt.usage, tt.want)
+			}
+		})
+	}
+}
+
+// TestServeCurl is the oracle test: curl, a client nobody wrote for us,
+// resumes (-C -) and uses If-Range against serveHandler.
+func TestServeCurl(t *testing.T) {
+	curl, err := exec.LookPath("curl")
+	if err != nil {
+		t.Fatalf("curl missing: run make deps")
+	}
+	dir, content := serveTestDir(t)
+	srv := httptest.NewServer(serveHandler(dir))
+	defer srv.Close()
+	url := srv.URL + "/streams/a.sup"
+	etag := func() string {
+		resp, err := http.Head(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.Header.Get("ETag")
+	}()
+	tmp := t.TempDir()
+	tests := []struct {
+		name    string
+		partial int // bytes already in the output file
+		args    []string
+		code    string
+		want    []byte
+	}{
+		{"resume -C -", 10000, []string{"-C", "-"}, "206", content},
+		{"If-Range match", 0, []string{"-r", "1000-", "-H", "If-Range: " + etag}, "206", content[1000:]},
+		{"If-Range mismatch", 0, []string{"-r", "1000-", "-H", `If-Range: "other"`}, "200", content},
+		{"gzip asked, none given", 0, []string{"-H", "Accept-Encoding: gzip"}, "200", content},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out := filepath.Join(tmp, fmt.Sprint(i))
+			if err := os.WriteFile(out, content[:tt.partial], 0o644); err != nil {
+				t.Fatal(err)
+			}
+			args := append([]string{"-sS", "-f", "-o", out, "-w", "%{http_code}"}, tt.args...)
+			b, err := exec.Command(curl, append(args, url)...).CombinedOutput()
+			if err != nil || string(b) != tt.code {
+				t.Fatalf("curl: %v, output %q; want status %s", err, b, tt.code)
+			}
+			got, _ := os.ReadFile(out)
+			if !bytes.Equal(got, tt.want) {
+				t.Errorf("curl wrote %d bytes, want %d", len(got), len(tt.want))
 			}
 		})
 	}
