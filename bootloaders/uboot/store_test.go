@@ -9,7 +9,7 @@ import (
 	"testing"
 )
 
-const tornSize = 0x2000
+const tornSize = 0x1000
 
 func envOf(tag string) Env {
 	e := NewEnv(Var{"BOOT_A_LEFT", "3"}, Var{"BOOT_B_LEFT", "3"}, Var{"BOOT_ORDER", "A B"},
