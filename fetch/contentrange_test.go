@@ -2,6 +2,8 @@ package fetch
 
 import (
 	"fmt"
+	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -58,6 +60,53 @@ func FuzzParseContentRange(f *testing.F) {
 		f2, l2, t2, err := parseContentRange(fmt.Sprintf("bytes %d-%d/%s", first, last, tot))
 		if err != nil || f2 != first || l2 != last || t2 != total {
 			t.Fatalf("%q: canonical form does not round-trip: %v", s, err)
+		}
+	})
+}
+
+// FuzzAccept feeds arbitrary replies to a resume at a fixed offset: the
+// reader must never accept one that would deliver other bytes than the
+// next ones of the same file.
+func FuzzAccept(f *testing.F) {
+	f.Add(206, "bytes 4000-9999/10000", int64(6000), `"v1"`, "")
+	f.Add(200, "", int64(10000), `"v1"`, "")
+	f.Add(200, "", int64(10000), `"v2"`, "")
+	f.Add(206, "bytes 4000-9999/*", int64(-1), "", "gzip")
+	f.Add(416, "bytes */10000", int64(0), "", "")
+	f.Fuzz(func(t *testing.T, code int, contentRange string, contentLength int64, etag, encoding string) {
+		c, err := New(Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &Reader{c: c, url: "http://h/f", size: 10000, off: 4000, connected: true, etag: `"v1"`}
+		h := http.Header{}
+		for k, v := range map[string]string{"Content-Range": contentRange, "ETag": etag, "Content-Encoding": encoding} {
+			if v != "" {
+				h.Set(k, v)
+			}
+		}
+		resp := &http.Response{StatusCode: code, Status: http.StatusText(code), Header: h, ContentLength: contentLength}
+		if err := r.accept(resp); err != nil {
+			return
+		}
+		if etag != "" && etag != `"v1"` {
+			t.Fatalf("accepted ETag %q for a file first seen as \"v1\"", etag)
+		}
+		if encoding != "" && !strings.EqualFold(encoding, "identity") {
+			t.Fatalf("accepted Content-Encoding %q", encoding)
+		}
+		switch code {
+		case 200:
+			if r.skip != r.off || (contentLength >= 0 && contentLength != r.size) {
+				t.Fatalf("accepted a 200 without skipping the %d delivered bytes", r.off)
+			}
+		case 206:
+			first, last, _, err := parseContentRange(contentRange)
+			if err != nil || first != r.off || last != r.size-1 || r.skip != 0 {
+				t.Fatalf("accepted 206 %q at offset %d", contentRange, r.off)
+			}
+		default:
+			t.Fatalf("accepted status %d", code)
 		}
 	})
 }
