@@ -479,7 +479,7 @@ func writeIndex(o *Options, idx *Index) error {
 	if err := idx.Validate(); err != nil {
 		return fmt.Errorf("repo: refusing to write an invalid index: %w", err)
 	}
-	sig, err := o.Key.Sign(b, idx.Generated)
+	sig, err := o.Key.Sign(b, now) // real time: Generated may be a second ahead
 	if err != nil {
 		return err
 	}

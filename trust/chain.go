@@ -297,6 +297,15 @@ func (c *Chain) IsRevoked(fingerprint string) bool {
 // (not ErrUnknownKey), so the message says what happened.
 func (c *Chain) Verify(name string, msg, sig []byte, now time.Time) (*Key, error) {
 	signer, err := Verify(c.all, msg, sig, now)
+	if errors.Is(err, ErrUnknownKey) {
+		// A revoked key is usually dropped from the keyring too; say
+		// "revoked" rather than "unknown" when the list names the issuer.
+		for _, fp := range SignerFingerprints(sig) {
+			if r, ok := c.revoked[fp]; ok {
+				return nil, fmt.Errorf("%s%s: signed by %s, revoked on %s (%s): %w", name, SigSuffix, fp, r.Date.Format("2006-01-02"), r.Reason, ErrRevoked)
+			}
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("%s%s: %w", name, SigSuffix, err)
 	}

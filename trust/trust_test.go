@@ -128,6 +128,10 @@ func TestChain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	kr2, err := NewKeyring([]*Key{sign2}, created, expires)
+	if err != nil {
+		t.Fatal(err)
+	}
 	noRev, err := NewRevocations(nil, created, expires)
 	if err != nil {
 		t.Fatal(err)
@@ -157,6 +161,7 @@ func TestChain(t *testing.T) {
 		{"good", []*Key{master}, files(kr, master, noRev, master), now, sign2, nil, nil},
 		{"second signing key", []*Key{master}, files(kr, master, noRev, master), now, sign1, nil, nil},
 		{"revoked signing key", []*Key{master}, files(kr, master, rev1, master), now, sign1, nil, ErrRevoked},
+		{"revoked key dropped from keyring", []*Key{master}, files(kr2, master, rev1, master), now, sign1, nil, ErrRevoked},
 		{"other key survives revocation", []*Key{master}, files(kr, master, rev1, master), now, sign2, nil, nil},
 		{"key outside keyring", []*Key{master}, files(kr, master, noRev, master), now, rogue, nil, ErrUnknownKey},
 		{"keyring by non-master", []*Key{master}, files(kr, rogue, noRev, master), now, sign1, ErrUnknownKey, nil},
