@@ -1,0 +1,337 @@
+package main
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"runtime/pprof"
+	"time"
+
+	"github.com/sysupdate/sysupdate/stream"
+)
+
+func init() {
+	register("delta", "build an update stream: a delta from OLD to NEW, or a full image", runDelta)
+	register("apply", "apply an update stream to a target (partition or file)", runApply)
+	register("inspect", "show a stream's header, op statistics and hashes", runInspect)
+	register("verify", "re-read a target and compare it with a stream's header", runVerify)
+}
+
+func runDelta(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("delta", "[--from OLD.img] --to NEW.img -o OUT", stderr)
+	from := fs.String("from", "", "the image devices have now (omit for a full-image stream)")
+	to := fs.String("to", "", "the image devices should end up with")
+	out := fs.String("o", "", "output stream file")
+	workers := fs.Int("workers", 0, "goroutines (0: one per CPU)")
+	codec := fs.String("full-codec", "lz4", "codec of full-image data ops: lz4 (fastest apply) or zstd (smaller)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to this file (for developers)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if len(pos) != 0 || *to == "" || *out == "" {
+		fs.Usage()
+		return usageError("delta needs --to NEW.img and -o OUT (and --from OLD.img for a delta)")
+	}
+	opts := stream.BuildOptions{Workers: *workers}
+	switch *codec {
+	case "lz4":
+		opts.FullCodec = stream.CodecLZ4
+	case "zstd":
+		opts.FullCodec = stream.CodecZstd
+	default:
+		return usageError("--full-codec must be lz4 or zstd, not %q", *codec)
+	}
+	start := time.Now()
+	tf, tsize, err := openImage(*to)
+	if err != nil {
+		return err
+	}
+	defer tf.Close()
+	var src io.ReaderAt
+	var ssize int64
+	if *from != "" {
+		sf, n, err := openImage(*from)
+		if err != nil {
+			return err
+		}
+		defer sf.Close()
+		src, ssize = sf, n
+	}
+	// Write beside the output and rename, so a failed build never leaves a
+	// truncated stream under the final name.
+	tmp, err := os.CreateTemp(filepath.Dir(*out), filepath.Base(*out)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("delta: create output: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	h, st, err := stream.Build(tmp, tf, tsize, src, ssize, opts)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("delta: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), *out); err != nil {
+		return fmt.Errorf("delta: %w", err)
+	}
+	kind := "full"
+	if h.IsDelta() {
+		kind = "delta"
+	}
+	fmt.Fprintf(stdout, "%s stream %s: %d bytes (%.2f%% of the image) in %.1fs\nheader hash %s\n", kind, *out, h.StreamSize,
+		100*float64(h.StreamSize)/float64(max(1, tsize)), time.Since(start).Seconds(), h.Hash)
+	for t := 0; t < 4; t++ {
+		if st.Ops[t] > 0 {
+			fmt.Fprintf(stdout, "  %-5s %7d ops %14d target bytes %12d stream bytes\n", stream.OpName(t), st.Ops[t], st.TargetBytes[t], st.DataBytes[t])
+		}
+	}
+	return nil
+}
+
+// openImage opens a file or block device read-only and returns its size.
+func openImage(path string) (*os.File, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	n, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("size of %s: %w", path, err)
+	}
+	return f, n, nil
+}
+
+func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("apply", "[--source OLD] --target OUT [--expect-header HASH] STREAM|-", stderr)
+	source := fs.String("source", "", "the image the delta reads (the active slot); omit for full streams")
+	target := fs.String("target", "", "where to write: the inactive slot's block device, or a file")
+	expect := fs.String("expect-header", "", "refuse the stream unless its header hash is this (hex), as signed metadata says")
+	maxSize := fs.Int64("max-size", 0, "refuse to read more than this many stream bytes (0: as the header declares)")
+	verify := fs.Bool("verify", true, "re-read the target after writing and compare its hash")
+	progress := fs.Bool("progress", false, "print progress lines to stderr")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 || *target == "" {
+		fs.Usage()
+		return usageError("apply needs --target OUT and one STREAM (or - for stdin)")
+	}
+	// The applier's buffers are bounded by the stream's declared limits;
+	// keep the Go heap close to them so the whole process stays small.
+	debug.SetGCPercent(20)
+	debug.SetMemoryLimit(8 << 20)
+	opts := stream.ApplyOptions{MaxStreamSize: *maxSize}
+	if *expect != "" {
+		var hsh stream.Hash
+		if b, err := hex.DecodeString(*expect); err != nil || len(b) != len(hsh) {
+			return usageError("--expect-header must be %d hex digits", 2*len(hsh))
+		} else {
+			copy(hsh[:], b)
+		}
+		opts.ExpectHeader = &hsh
+	}
+	var in io.Reader = os.Stdin
+	if pos[0] != "-" {
+		f, err := os.Open(pos[0])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		in = f
+	}
+	if *source != "" {
+		sf, _, err := openImage(*source)
+		if err != nil {
+			return fmt.Errorf("apply: source: %w", err)
+		}
+		defer sf.Close()
+		opts.Source = sf
+	}
+	tf, capacity, err := openTarget(*target)
+	if err != nil {
+		return fmt.Errorf("apply: target: %w", err)
+	}
+	defer tf.Close()
+	opts.TargetCapacity = capacity
+	if *progress {
+		last := int64(-1)
+		opts.Progress = func(done, total int64) {
+			if total == 0 {
+				return
+			}
+			if pct := done * 100 / total; pct/10 != last/10 {
+				last = pct
+				fmt.Fprintf(stderr, "apply: %3d%% %d/%d bytes\n", pct, done, total)
+			}
+		}
+	}
+	start := time.Now()
+	h, err := stream.Apply(ctx, in, tf, opts)
+	if err != nil {
+		return fmt.Errorf("apply: %w", err)
+	}
+	applied := time.Since(start)
+	if *verify {
+		if err := dropCache(tf); err != nil {
+			return fmt.Errorf("apply: verify: %w", err)
+		}
+		if err := stream.Verify(ctx, tf, h); err != nil {
+			return fmt.Errorf("apply: %w", err)
+		}
+	}
+	fmt.Fprintf(stdout, "applied %d bytes to %s in %.2fs (target hash %s", h.TargetSize, *target, applied.Seconds(), h.TargetHash)
+	if *verify {
+		fmt.Fprintf(stdout, ", read back and verified in %.2fs", time.Since(start).Seconds()-applied.Seconds())
+	}
+	fmt.Fprintln(stdout, ")")
+	return nil
+}
+
+// openTarget opens an existing block device or a regular file (created if
+// missing) for writing, and returns the capacity of a block device (0 for a
+// file, which grows).
+func openTarget(path string) (*os.File, int64, error) {
+	st, err := os.Stat(path)
+	if err == nil && st.Mode()&os.ModeDevice != 0 {
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			return nil, 0, err
+		}
+		n, err := f.Seek(0, io.SeekEnd)
+		if err != nil {
+			f.Close()
+			return nil, 0, err
+		}
+		return f, n, nil
+	}
+	if err == nil && !st.Mode().IsRegular() {
+		return nil, 0, fmt.Errorf("%s is neither a block device nor a regular file", path)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	return f, 0, err
+}
+
+func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("inspect", "[--json] STREAM|-", stderr)
+	asJSON := fs.Bool("json", false, "print JSON")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		fs.Usage()
+		return usageError("inspect needs one STREAM (or - for stdin)")
+	}
+	var in io.Reader = os.Stdin
+	if pos[0] != "-" {
+		f, err := os.Open(pos[0])
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		in = f
+	}
+	info, err := stream.Inspect(ctx, in)
+	if err != nil {
+		return fmt.Errorf("inspect: %w", err)
+	}
+	h := info.Header
+	if *asJSON {
+		type opStat struct {
+			Ops         int   `json:"ops"`
+			TargetBytes int64 `json:"target_bytes"`
+			DataBytes   int64 `json:"data_bytes"`
+		}
+		out := map[string]any{
+			"version": h.Version, "header_hash": h.Hash.String(), "stream_size": h.StreamSize,
+			"target_size": h.TargetSize, "target_hash": h.TargetHash.String(), "delta": h.IsDelta(),
+			"segments": len(h.Segments), "limits": h.Limits, "source_bytes_read": info.SourceBytes,
+		}
+		if h.IsDelta() {
+			out["source_size"], out["source_hash"] = h.SourceSize, h.SourceHash.String()
+		}
+		ops := map[string]opStat{}
+		for t := 0; t < 4; t++ {
+			ops[stream.OpName(t)] = opStat{info.Ops[t], info.TargetBytes[t], info.DataBytes[t]}
+		}
+		out["ops"] = ops
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(out)
+	}
+	fmt.Fprintf(stdout, "sysupdate stream, format version %d\n", h.Version)
+	fmt.Fprintf(stdout, "header hash:  %s\n", h.Hash)
+	fmt.Fprintf(stdout, "stream size:  %d bytes (header %d, %d segments)\n", h.StreamSize, h.HeaderLen, len(h.Segments))
+	fmt.Fprintf(stdout, "target:       %d bytes, sha256 %s\n", h.TargetSize, h.TargetHash)
+	if h.IsDelta() {
+		fmt.Fprintf(stdout, "source:       %d bytes, sha256 %s (delta: apply only on this image)\n", h.SourceSize, h.SourceHash)
+	} else {
+		fmt.Fprintf(stdout, "source:       none (full-image stream)\n")
+	}
+	l := h.Limits
+	fmt.Fprintf(stdout, "buffers:      op %d, window %d, blob %d, decoded %d, table %d bytes\n", l.MaxOpTarget, l.MaxWindow, l.MaxData, l.MaxPayload, l.MaxTable)
+	fmt.Fprintf(stdout, "%-6s %8s %16s %14s\n", "op", "count", "target bytes", "stream bytes")
+	for t := 0; t < 4; t++ {
+		fmt.Fprintf(stdout, "%-6s %8d %16d %14d\n", stream.OpName(t), info.Ops[t], info.TargetBytes[t], info.DataBytes[t])
+	}
+	fmt.Fprintf(stdout, "blobs by codec: none %d, lz4 %d, zstd %d; source bytes read: %d\n", info.Codecs[0], info.Codecs[1], info.Codecs[2], info.SourceBytes)
+	fmt.Fprintf(stdout, "all table and blob hashes check out\n")
+	return nil
+}
+
+func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("verify", "--target DEV STREAM", stderr)
+	target := fs.String("target", "", "the partition or file to re-read")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 || *target == "" {
+		fs.Usage()
+		return usageError("verify needs --target and one STREAM")
+	}
+	sf, err := os.Open(pos[0])
+	if err != nil {
+		return err
+	}
+	defer sf.Close()
+	h, err := stream.ReadHeader(sf)
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	tf, err := os.Open(*target)
+	if err != nil {
+		return err
+	}
+	defer tf.Close()
+	if err := dropCache(tf); err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	if err := stream.Verify(ctx, tf, h); err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	fmt.Fprintf(stdout, "%s: %d bytes match sha256 %s\n", *target, h.TargetSize, h.TargetHash)
+	return nil
+}

@@ -1,0 +1,401 @@
+package stream
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+)
+
+// ApplyOptions tune Apply. The zero value applies a full-image stream with
+// DefaultLimits as the budget.
+type ApplyOptions struct {
+	// Source is the old image a delta reads; nil for full streams.
+	Source io.ReaderAt
+	// ExpectHeader, when non-nil, is the header hash signed metadata
+	// promised; Apply fails with ErrHeaderMismatch before it writes anything
+	// if the stream's header differs.
+	ExpectHeader *Hash
+	// MaxStreamSize, when > 0, is the most bytes Apply reads from the
+	// stream (the size signed metadata declared); a header claiming more is
+	// refused before any op.
+	MaxStreamSize int64
+	// TargetCapacity, when > 0, is the size of the target (a partition);
+	// a stream for a larger image is refused before anything is written.
+	TargetCapacity int64
+	// Budget bounds the buffers a stream may ask for; zero means
+	// DefaultLimits.
+	Budget Limits
+	// Progress, when non-nil, is called after each op with the target bytes
+	// written so far and the target size.
+	Progress func(done, total int64)
+}
+
+// Syncer is implemented by targets that can make writes durable (*os.File).
+type Syncer interface{ Sync() error }
+
+// Apply reads a stream from r and writes the image it describes to target,
+// in target order, reading the source by random access for deltas. It
+// holds at most one op's buffers (bounded by the header's declared limits,
+// themselves bounded by the budget) and creates no files.
+//
+// Every blob is checked against the hash in its authenticated op table
+// before it is decoded, every source read against the op's source hash
+// before it is used, and the written bytes are hashed as they go: when
+// Apply returns nil the target holds exactly the image whose hash is
+// h.TargetHash and, if target is a Syncer, it has been synced. On error the
+// target holds a partial image that must not be booted; run Apply again.
+func Apply(ctx context.Context, r io.Reader, target io.WriterAt, opts ApplyOptions) (*Header, error) {
+	if opts.Budget == (Limits{}) {
+		opts.Budget = DefaultLimits
+	}
+	lr := &countingReader{r: r, max: opts.MaxStreamSize}
+	h, err := ReadHeader(lr)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkHeader(h, opts); err != nil {
+		return h, err
+	}
+	if h.IsDelta() && opts.Source == nil {
+		return h, fmt.Errorf("%w: this is a delta from the %d-byte image %s; pass the active slot as the source, or use the full-image stream", ErrNoSource, h.SourceSize, h.SourceHash)
+	}
+	lr.max = h.StreamSize
+	if opts.MaxStreamSize > 0 {
+		lr.max = min(lr.max, opts.MaxStreamSize)
+	}
+	a, err := newApplier(h, opts.Source)
+	if err != nil {
+		return h, err
+	}
+	defer a.close()
+	th := sha256.New()
+	err = a.walk(ctx, lr, func(i int, o *Op, out []byte) error {
+		if o.Type == OpZero {
+			if err := writeZeros(target, o.TargetOff, o.TargetLen, th, a.zero); err != nil {
+				return err
+			}
+		} else {
+			if _, err := target.WriteAt(out, o.TargetOff); err != nil {
+				return &OpError{Op: i, Offset: o.TargetOff, Fault: FaultTarget, Err: fmt.Errorf("write: %w", err)}
+			}
+			th.Write(out)
+		}
+		if opts.Progress != nil {
+			opts.Progress(o.TargetOff+o.TargetLen, h.TargetSize)
+		}
+		return nil
+	}, true)
+	if err != nil {
+		return h, err
+	}
+	if err := checkEnd(lr); err != nil {
+		return h, err
+	}
+	var sum Hash
+	th.Sum(sum[:0])
+	if sum != h.TargetHash {
+		return h, fmt.Errorf("%w: wrote %s, header says %s; the stream is inconsistent: do not boot this slot", ErrTargetMismatch, sum, h.TargetHash)
+	}
+	if s, ok := target.(Syncer); ok {
+		if err := s.Sync(); err != nil {
+			return h, fmt.Errorf("stream: sync target: %w", err)
+		}
+	}
+	if opts.Progress != nil && h.TargetSize == 0 {
+		opts.Progress(0, 0)
+	}
+	return h, nil
+}
+
+func checkHeader(h *Header, opts ApplyOptions) error {
+	if opts.ExpectHeader != nil && *opts.ExpectHeader != h.Hash {
+		return fmt.Errorf("%w: got %s, want %s: this is not the stream the signed index names", ErrHeaderMismatch, h.Hash, *opts.ExpectHeader)
+	}
+	if opts.MaxStreamSize > 0 && h.StreamSize > opts.MaxStreamSize {
+		return fmt.Errorf("%w: header declares %d bytes, at most %d allowed", ErrTooLong, h.StreamSize, opts.MaxStreamSize)
+	}
+	if err := h.Limits.within(opts.Budget); err != nil {
+		return fmt.Errorf("%w: %v", ErrBudget, err)
+	}
+	if opts.TargetCapacity > 0 && h.TargetSize > opts.TargetCapacity {
+		return fmt.Errorf("%w: the image is %d bytes, the target holds %d", ErrTargetTooSmall, h.TargetSize, opts.TargetCapacity)
+	}
+	return nil
+}
+
+// checkEnd makes sure nothing follows the declared stream.
+func checkEnd(lr *countingReader) error {
+	var b [1]byte
+	n, err := io.ReadFull(lr.r, b[:])
+	if n > 0 {
+		return fmt.Errorf("%w: bytes follow the end of the stream at offset %d", ErrTooLong, lr.n)
+	}
+	if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("stream: reading past the end: %w", err)
+	}
+	return nil
+}
+
+func writeZeros(w io.WriterAt, off, n int64, h hash.Hash, zero []byte) error {
+	for n > 0 {
+		k := min(n, int64(len(zero)))
+		if _, err := w.WriteAt(zero[:k], off); err != nil {
+			return &OpError{Op: -1, Offset: off, Fault: FaultTarget, Err: fmt.Errorf("write zeros: %w", err)}
+		}
+		h.Write(zero[:k])
+		off, n = off+k, n-k
+	}
+	return nil
+}
+
+// countingReader counts bytes and refuses to read past max (when > 0).
+type countingReader struct {
+	r      io.Reader
+	n, max int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	if c.max > 0 {
+		if c.n >= c.max {
+			return 0, fmt.Errorf("%w: more than %d bytes", ErrTooLong, c.max)
+		}
+		if int64(len(p)) > c.max-c.n {
+			p = p[:c.max-c.n]
+		}
+	}
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// applier holds one op's worth of buffers.
+type applier struct {
+	h                *Header
+	src              io.ReaderAt
+	dec              *decoder
+	table, blob, win []byte
+	payload          []byte
+	zero             []byte
+	ops              []Op
+}
+
+func newApplier(h *Header, src io.ReaderAt) (*applier, error) {
+	a := &applier{h: h, src: src, zero: make([]byte, 64<<10)}
+	var err error
+	if a.dec, err = newDecoder(h.Limits.MaxPayload); err != nil {
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *applier) close() { a.dec.close() }
+
+func grow(b []byte, n int64) []byte {
+	if int64(cap(b)) < n {
+		return make([]byte, n)
+	}
+	return b[:n]
+}
+
+// walk reads every segment and op after the header from r, checks table
+// and blob hashes, and, if decode is set, reads and checks the source and
+// decodes each op into the bytes it writes before calling fn. With decode
+// unset fn gets nil output (inspection).
+func (a *applier) walk(ctx context.Context, r *countingReader, fn func(i int, o *Op, out []byte) error, decode bool) error {
+	h := a.h
+	var targetOff int64
+	opBase := 0
+	for si := range h.Segments {
+		seg := &h.Segments[si]
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		a.table = grow(a.table, int64(seg.TableLen))
+		if _, err := io.ReadFull(r, a.table); err != nil {
+			return &OpError{Op: opBase, Offset: targetOff, Fault: FaultStream, Err: fmt.Errorf("segment %d op table at stream byte %d: %w", si, r.n, truncated(err))}
+		}
+		if sha256.Sum256(a.table) != seg.TableHash {
+			return &OpError{Op: opBase, Offset: targetOff, Fault: FaultStream, Err: fmt.Errorf("%w: op table of segment %d (stream bytes %d-%d)", ErrCorrupt, si, r.n-int64(seg.TableLen), r.n)}
+		}
+		var err error
+		if a.ops, err = parseTable(a.table, h, seg, targetOff, opBase, a.ops); err != nil {
+			return err
+		}
+		for k := range a.ops {
+			o := &a.ops[k]
+			i := opBase + k
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			var out []byte
+			if o.DataLen > 0 {
+				a.blob = grow(a.blob, max(o.DataLen, int64(h.Limits.MaxData)))[:o.DataLen]
+				at := r.n
+				if _, err := io.ReadFull(r, a.blob); err != nil {
+					return &OpError{Op: i, Offset: o.TargetOff, Fault: FaultStream, Err: fmt.Errorf("data blob at stream byte %d: %w", at, truncated(err))}
+				}
+				if sha256.Sum256(a.blob) != o.DataHash {
+					return &OpError{Op: i, Offset: o.TargetOff, Fault: FaultStream, Err: fmt.Errorf("%w: data blob at stream bytes %d-%d", ErrCorrupt, at, r.n)}
+				}
+			}
+			if decode && o.Type != OpZero {
+				if out, err = a.decodeOp(i, o); err != nil {
+					return err
+				}
+			}
+			if err := fn(i, o, out); err != nil {
+				var oe *OpError
+				if errors.As(err, &oe) && oe.Op < 0 {
+					oe.Op = i
+				}
+				return err
+			}
+			targetOff += o.TargetLen
+		}
+		opBase += len(a.ops)
+	}
+	return nil
+}
+
+// decodeOp produces the target bytes of a copy, data or patch op.
+func (a *applier) decodeOp(i int, o *Op) ([]byte, error) {
+	h := a.h
+	var win []byte
+	if len(o.Extents) > 0 {
+		a.win = grow(a.win, o.windowLen())
+		win = a.win
+		p := 0
+		sh := sha256.New()
+		for _, x := range o.Extents {
+			if _, err := a.src.ReadAt(win[p:p+int(x.Len)], x.Off); err != nil {
+				return nil, &OpError{Op: i, Offset: o.TargetOff, Fault: FaultSource, Err: fmt.Errorf("read source bytes %d-%d: %w", x.Off, x.Off+x.Len, truncated(err))}
+			}
+			sh.Write(win[p : p+int(x.Len)])
+			p += int(x.Len)
+		}
+		var sum Hash
+		sh.Sum(sum[:0])
+		if sum != o.SourceHash {
+			return nil, &OpError{Op: i, Offset: o.TargetOff, Fault: FaultSource, Err: fmt.Errorf("%w: source bytes at %d (%d extents) hash %s, the delta expects %s", ErrSourceMismatch, o.Extents[0].Off, len(o.Extents), sum, o.SourceHash)}
+		}
+		if o.Type == OpCopy {
+			return win, nil
+		}
+	}
+	a.payload = grow(a.payload, o.PayloadLen)
+	if err := a.dec.decode(o.Codec, a.blob, a.payload); err != nil {
+		return nil, &OpError{Op: i, Offset: o.TargetOff, Fault: FaultStream, Err: err}
+	}
+	if o.Type == OpData {
+		return a.payload, nil
+	}
+	// The blob is decoded: its buffer holds the op's output now.
+	a.blob = grow(a.blob, max(o.TargetLen, int64(h.Limits.MaxData)))
+	out := a.blob[:o.TargetLen]
+	if err := runPatch(a.payload, win, out); err != nil {
+		return nil, &OpError{Op: i, Offset: o.TargetOff, Fault: FaultStream, Err: err}
+	}
+	return out, nil
+}
+
+// runPatch executes a patch program (see docs/stream-format.md) over win
+// into out, which it must fill exactly.
+func runPatch(payload, win, out []byte) error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: patch program: %s", ErrFormat, fmt.Sprintf(format, a...))
+	}
+	cl, n1 := binary.Uvarint(payload)
+	if n1 <= 0 {
+		return bad("bad control length")
+	}
+	dl, n2 := binary.Uvarint(payload[n1:])
+	if n2 <= 0 {
+		return bad("bad difference length")
+	}
+	rest := payload[n1+n2:]
+	if cl > uint64(len(rest)) || dl > uint64(len(rest))-cl {
+		return bad("control %d + differences %d exceed the %d-byte payload", cl, dl, len(rest))
+	}
+	ctrl, diff, extra := rest[:cl], rest[cl:cl+dl], rest[cl+dl:]
+	var cursor int64
+	t := 0
+	for len(ctrl) > 0 {
+		v, k := binary.Uvarint(ctrl)
+		if k <= 0 {
+			return bad("bad instruction at target byte %d", t)
+		}
+		ctrl = ctrl[k:]
+		n := v >> 2
+		if n == 0 || n > uint64(len(out)-t) {
+			return bad("instruction of %d bytes at target byte %d overruns the %d-byte op", n, t, len(out))
+		}
+		switch kind := v & 3; kind {
+		case insAdd, insCopy:
+			d, k := binary.Varint(ctrl)
+			if k <= 0 {
+				return bad("bad window offset at target byte %d", t)
+			}
+			ctrl = ctrl[k:]
+			cursor += d
+			if cursor < 0 || cursor > int64(len(win)) || n > uint64(int64(len(win))-cursor) {
+				return bad("%d bytes at window offset %d outside the %d-byte window", n, cursor, len(win))
+			}
+			s, o := win[cursor:cursor+int64(n)], out[t:t+int(n)]
+			if kind == insCopy {
+				copy(o, s)
+			} else {
+				if n > uint64(len(diff)) {
+					return bad("add of %d bytes with %d difference bytes left", n, len(diff))
+				}
+				df := diff[:n]
+				for j := range o {
+					o[j] = s[j] + df[j]
+				}
+				diff = diff[n:]
+			}
+			cursor += int64(n)
+		case insInsert:
+			if n > uint64(len(extra)) {
+				return bad("insert of %d bytes with %d literal bytes left", n, len(extra))
+			}
+			copy(out[t:], extra[:n])
+			extra = extra[n:]
+		default:
+			return bad("unknown instruction %d at target byte %d", kind, t)
+		}
+		t += int(n)
+	}
+	if t != len(out) || len(diff) != 0 || len(extra) != 0 {
+		return bad("program produced %d of %d bytes, left %d difference and %d literal bytes", t, len(out), len(diff), len(extra))
+	}
+	return nil
+}
+
+// Verify re-reads the target from its start and compares its SHA-256 with
+// the header's target hash: the check to run before a slot is made
+// bootable. It reads h.TargetSize bytes in 1 MiB pieces.
+func Verify(ctx context.Context, target io.ReaderAt, h *Header) error {
+	buf := make([]byte, 1<<20)
+	th := sha256.New()
+	for off := int64(0); off < h.TargetSize; {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		n := min(int64(len(buf)), h.TargetSize-off)
+		if _, err := target.ReadAt(buf[:n], off); err != nil {
+			return fmt.Errorf("stream: verify: read target at %d: %w", off, truncated(err))
+		}
+		th.Write(buf[:n])
+		off += n
+	}
+	var sum Hash
+	th.Sum(sum[:0])
+	if sum != h.TargetHash {
+		return fmt.Errorf("%w: target reads back as %s, want %s: the write did not stick (bad medium?); do not boot this slot", ErrTargetMismatch, sum, h.TargetHash)
+	}
+	return nil
+}
