@@ -1,0 +1,7 @@
+module github.com/sysupdate/sysupdate/qemu-tests
+
+go 1.26.8
+
+require github.com/sysupdate/sysupdate v0.0.0
+
+replace github.com/sysupdate/sysupdate => ../
