@@ -17,7 +17,11 @@ func ReadAt(r io.ReaderAt, name string) (*Env, error) {
 		return nil, fmt.Errorf("read grubenv %s: %w", name, err)
 	}
 	if n != Size {
-		return nil, fmt.Errorf("grubenv %s: %d bytes, want exactly %d: GRUB's save_env needs the block that grub-editenv create makes (recreate it with grub-editenv %s create)", name, n, Size, name)
+		size := fmt.Sprintf("%d bytes", n)
+		if n > Size {
+			size = fmt.Sprintf("more than %d bytes", Size)
+		}
+		return nil, fmt.Errorf("grubenv %s: %s, want exactly %d: GRUB's save_env needs the block that grub-editenv create makes (recreate it with grub-editenv %s create)", name, size, Size, name)
 	}
 	e, err := Parse(buf[:Size])
 	if err != nil {

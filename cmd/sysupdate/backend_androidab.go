@@ -1,3 +1,6 @@
+// The file is not named backend_android.go: the _android suffix would make
+// it build only for GOOS=android.
+
 package main
 
 import (
