@@ -88,11 +88,11 @@ func (l Limits) within(b Limits) error {
 
 // Segment describes one op table and the data blobs that follow it.
 type Segment struct {
-	TableLen   uint32 // bytes of the op table
-	DataLen    uint64 // bytes of data blobs after the table
-	Ops        uint32 // number of ops in the table
-	TargetLen  uint64 // target bytes the ops produce
-	TableHash  Hash   // SHA-256 of the op table
+	TableLen  uint32 // bytes of the op table
+	DataLen   uint64 // bytes of data blobs after the table
+	Ops       uint32 // number of ops in the table
+	TargetLen uint64 // target bytes the ops produce
+	TableHash Hash   // SHA-256 of the op table
 }
 
 const segmentSize = 4 + 8 + 4 + 8 + HashSize
