@@ -1,0 +1,286 @@
+// Package config reads the device configuration file,
+// /etc/sysupdate/sysupdate.conf by default: one "key = value" per line,
+// blank lines and lines starting with '#' ignored.
+//
+// The format is deliberately small: a value is everything after the first
+// '=' with surrounding blanks removed, so it may itself contain '=' and '#'
+// (gpt:/data/disk.img#rootfs_a); there are no inline comments, quotes or
+// escapes. Unknown keys, repeated keys and malformed slot keys are errors
+// naming file:line, so a typo never silently falls back to a default.
+// docs/configuration.md documents every key.
+package config
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// DefaultPath is where the device commands look when --config is not given.
+const DefaultPath = "/etc/sysupdate/sysupdate.conf"
+
+// maxSize bounds a configuration file; a larger one is not a config file.
+const maxSize = 1 << 20
+
+// Key describes one plain (non-slot) key.
+type Key struct {
+	Name string
+	Doc  string
+}
+
+// Keys lists every plain key the file may hold, in documentation order.
+// Slot keys (slot.IMAGE.SLOT) come on top of these.
+var Keys = []Key{
+	{"repository", "repository root: https://, http://, file:// or a directory"},
+	{"channel", "channel to follow (default stable)"},
+	{"model", "this device's hardware model"},
+	{"master_keys", "armored master public keys baked into the image"},
+	{"state", "device state file (default /var/lib/sysupdate/state.json)"},
+	{"machine_id", "machine ID file for phased rollouts (default /etc/machine-id)"},
+	{"ca_bundle", "extra CA certificates (PEM) for https://"},
+	{"floor", "lowest version this device accepts"},
+	{"lock", "lock file that serialises updates (default /run/sysupdate.lock)"},
+	{"cmdline", "kernel command line file (default /proc/cmdline)"},
+	{"tries", "trial boots granted to a new slot, 1..7 (default 3)"},
+	{"bootloader", "bootloader backend: grub, uboot or android"},
+	{"grubenv", "grub: the grubenv file"},
+	{"grub_scheme", "grub: variable scheme, sysupdate or rauc"},
+	{"fw_env_config", "uboot: fw_env.config naming the environment"},
+	{"uboot_scheme", "uboot: variable scheme, rauc or mender"},
+	{"misc", "android: the misc partition"},
+}
+
+// Bootloaders are the values the bootloader key accepts.
+var Bootloaders = []string{"android", "grub", "uboot"}
+
+// SlotNames are the slot names a slot key may use.
+var SlotNames = []string{"a", "b", "c", "d"}
+
+// Config is a parsed configuration file.
+type Config struct {
+	// Path is the file the configuration came from (for messages).
+	Path string
+	// Slots are the slot devices, one group per image name, sorted by
+	// image name. Every group names the same slots.
+	Slots []Group
+
+	values map[string]entry
+}
+
+// Group is the set of slot devices of one image (e.g. rootfs).
+type Group struct {
+	// Image is the image name, as the release's image names it.
+	Image string
+	// Devices maps a slot name ("a") to its device spec (see package
+	// partition: a path, PARTUUID=, PARTLABEL= or gpt:FILE#LABEL).
+	Devices map[string]string
+}
+
+type entry struct {
+	value string
+	line  int
+}
+
+// Error is a problem at one line of a configuration file.
+type Error struct {
+	Path string // file name
+	Line int    // 1-based line number; 0 for the whole file
+	Msg  string // what is wrong and what to do
+}
+
+func (e *Error) Error() string {
+	if e.Line == 0 {
+		return fmt.Sprintf("%s: %s", e.Path, e.Msg)
+	}
+	return fmt.Sprintf("%s:%d: %s", e.Path, e.Line, e.Msg)
+}
+
+// Load reads and parses the file at path. A missing file is an error
+// wrapping fs.ErrNotExist, so callers can tell "no config" from a bad one.
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	return Parse(path, f)
+}
+
+// Parse reads a configuration from r; name is used in errors.
+func Parse(name string, r io.Reader) (*Config, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("config: read %s: %w", name, err)
+	}
+	if len(b) > maxSize {
+		return nil, &Error{name, 0, fmt.Sprintf("more than %d bytes: not a configuration file", maxSize)}
+	}
+	c := &Config{Path: name, values: map[string]entry{}}
+	groups := map[string]map[string]string{}
+	groupLine := map[string]int{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 0, 4096), maxSize)
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(strings.TrimSuffix(sc.Text(), "\r"))
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+		if !ok {
+			return nil, &Error{name, n, fmt.Sprintf("%q is not \"key = value\": add the '=' or start the line with '#' to comment it out", line)}
+		}
+		if k == "" {
+			return nil, &Error{name, n, "no key before '='"}
+		}
+		if strings.ContainsFunc(v, func(r rune) bool { return r < ' ' || r == 0x7f }) {
+			return nil, &Error{name, n, fmt.Sprintf("value of %s holds a control character", k)}
+		}
+		if img, slot, isSlot := strings.Cut(strings.TrimPrefix(k, "slot."), "."); strings.HasPrefix(k, "slot.") {
+			if !isSlot || !validImage(img) || !slices.Contains(SlotNames, slot) {
+				return nil, &Error{name, n, fmt.Sprintf("bad slot key %q: write slot.IMAGE.SLOT with IMAGE the release's image name ([a-z0-9_-]) and SLOT one of a, b, c, d", k)}
+			}
+			if v == "" {
+				return nil, &Error{name, n, fmt.Sprintf("%s has no device", k)}
+			}
+			if groups[img] == nil {
+				groups[img] = map[string]string{}
+				groupLine[img] = n
+			}
+			if _, dup := groups[img][slot]; dup {
+				return nil, &Error{name, n, fmt.Sprintf("%s given twice: keep one", k)}
+			}
+			groups[img][slot] = v
+			continue
+		}
+		if !isKey(k) {
+			return nil, &Error{name, n, fmt.Sprintf("unknown key %q: see docs/configuration.md for the keys", k)}
+		}
+		if prev, dup := c.values[k]; dup {
+			return nil, &Error{name, n, fmt.Sprintf("%s given twice (first at line %d): keep one", k, prev.line)}
+		}
+		if err := checkValue(k, v); err != nil {
+			return nil, &Error{name, n, err.Error()}
+		}
+		c.values[k] = entry{v, n}
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("config: read %s: %w", name, err)
+	}
+	imgs := make([]string, 0, len(groups))
+	for img := range groups {
+		imgs = append(imgs, img)
+	}
+	sort.Strings(imgs)
+	for _, img := range imgs {
+		g := Group{Image: img, Devices: groups[img]}
+		if len(g.Devices) < 2 {
+			return nil, &Error{name, groupLine[img], fmt.Sprintf("image %s has only slot %s: an A/B update needs at least two slots (slot.%s.a and slot.%s.b)", img, strings.Join(g.SlotNames(), ""), img, img)}
+		}
+		if len(c.Slots) > 0 && !slices.Equal(c.Slots[0].SlotNames(), g.SlotNames()) {
+			return nil, &Error{name, groupLine[img], fmt.Sprintf("image %s has slots %v but image %s has %v: every image needs a device in every slot", img, g.SlotNames(), c.Slots[0].Image, c.Slots[0].SlotNames())}
+		}
+		c.Slots = append(c.Slots, g)
+	}
+	return c, nil
+}
+
+func checkValue(k, v string) error {
+	switch k {
+	case "bootloader":
+		if !slices.Contains(Bootloaders, v) {
+			return fmt.Errorf("bootloader %q: use one of %s", v, strings.Join(Bootloaders, ", "))
+		}
+	case "tries":
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 7 {
+			return fmt.Errorf("tries %q: give a number of trial boots from 1 to 7", v)
+		}
+	case "floor":
+		if _, err := strconv.ParseUint(v, 10, 64); err != nil {
+			return fmt.Errorf("floor %q: give a version number (a non-negative integer)", v)
+		}
+	}
+	return nil
+}
+
+func isKey(k string) bool {
+	for _, key := range Keys {
+		if key.Name == k {
+			return true
+		}
+	}
+	return false
+}
+
+func validImage(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Get returns the value of a plain key and whether the file sets it.
+func (c *Config) Get(key string) (string, bool) {
+	e, ok := c.values[key]
+	return e.value, ok
+}
+
+// Line returns the line that sets key, 0 if none; for messages.
+func (c *Config) Line(key string) int {
+	return c.values[key].line
+}
+
+// Group returns the slot group of an image, or nil.
+func (c *Config) Group(image string) *Group {
+	for i := range c.Slots {
+		if c.Slots[i].Image == image {
+			return &c.Slots[i]
+		}
+	}
+	return nil
+}
+
+// SlotNames returns the configured slot names in order ("a", "b"), nil
+// when the file configures no slots.
+func (c *Config) SlotNames() []string {
+	if len(c.Slots) == 0 {
+		return nil
+	}
+	return c.Slots[0].SlotNames()
+}
+
+// SlotNames returns the group's slot names in order.
+func (g *Group) SlotNames() []string {
+	names := make([]string, 0, len(g.Devices))
+	for s := range g.Devices {
+		names = append(names, s)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// ErrNoSlots is returned by RequireSlots when the file names no slot
+// devices.
+var ErrNoSlots = errors.New("config: no slot devices configured")
+
+// RequireSlots returns an error wrapping ErrNoSlots unless the file
+// configures at least one image's slots.
+func (c *Config) RequireSlots() error {
+	if len(c.Slots) == 0 {
+		return fmt.Errorf("%w in %s: add slot.IMAGE.a = DEVICE and slot.IMAGE.b = DEVICE lines (docs/configuration.md)", ErrNoSlots, c.Path)
+	}
+	return nil
+}
