@@ -398,20 +398,30 @@ func TestProgress(t *testing.T) {
 	}
 }
 
+// fuzzFixture is a delta small enough for the fuzzer to minimise quickly,
+// still with every op type.
+func fuzzFixture(t testing.TB) (src, s []byte) {
+	r := rand.New(rand.NewPCG(21, 22))
+	src = codeLike(r, 24<<10)
+	tgt := bytes.Clone(src)
+	copy(tgt[4096:], make([]byte, 8192))
+	copy(tgt[13000:], randBytes(r, 300))
+	copy(tgt[16384:], src[100:2100])
+	lim := Limits{MaxOpTarget: 4096, MaxWindow: 4096, MaxData: 8192, MaxPayload: 8192, MaxTable: 4096}
+	s, _ = build(t, src, tgt, BuildOptions{Limits: lim})
+	return src, s
+}
+
 func FuzzApply(f *testing.F) {
-	src, _, s, _ := fixture(f)
+	src, s := fuzzFixture(f)
 	f.Add(s)
-	_, _, full, _ := func() ([]byte, []byte, []byte, *Header) {
-		r := rand.New(rand.NewPCG(1, 1))
-		tgt := codeLike(r, 9000)
-		s, h := build(f, nil, tgt, BuildOptions{Limits: smallLimits})
-		return nil, tgt, s, h
-	}()
+	r := rand.New(rand.NewPCG(1, 1))
+	full, _ := build(f, nil, codeLike(r, 5000), BuildOptions{Limits: smallLimits})
 	f.Add(full)
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		tg := &memTarget{}
-		h, err := Apply(context.Background(), bytes.NewReader(data), tg, ApplyOptions{Source: bytes.NewReader(src), Budget: smallLimits})
+		h, err := Apply(context.Background(), bytes.NewReader(data), tg, ApplyOptions{Source: bytes.NewReader(src), Budget: smallLimits, TargetCapacity: 1 << 20})
 		if err != nil {
 			return
 		}
