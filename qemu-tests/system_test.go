@@ -1,0 +1,211 @@
+package qemutests
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/sysupdate/sysupdate/bootloaders/grub"
+)
+
+// guestModules are the drivers the guest needs that the Debian cloud kernel
+// builds as modules (checked against its config in systemKernel); ext4 and
+// the EFI partition table are built in.
+var guestModules = []string{"virtio_pci", "virtio_blk", "vfat", "nls_cp437", "nls_ascii"}
+
+// systemKernel returns the kernel and the load order of guestModules,
+// after checking the config says what the guest relies on.
+func systemKernel(t *testing.T) (*kernel, []string) {
+	t.Helper()
+	k := debianKernel(t)
+	cfg := kernelConfig(t, k)
+	for sym, want := range map[string]string{
+		"CONFIG_EXT4_FS": "y", "CONFIG_EFI_PARTITION": "y", "CONFIG_DEVTMPFS": "y", "CONFIG_BLK_DEV_INITRD": "y",
+		"CONFIG_RD_GZIP": "y", "CONFIG_EFI_STUB": "y", "CONFIG_SERIAL_8250_CONSOLE": "y",
+		"CONFIG_VIRTIO_PCI": "m", "CONFIG_VIRTIO_BLK": "m", "CONFIG_VFAT_FS": "m", "CONFIG_MODULE_COMPRESS_NONE": "y",
+	} {
+		if cfg[sym] != want {
+			t.Fatalf("%s: %s=%q, the guest expects %q (update guestModules and the initramfs)", k.Package, sym, cfg[sym], want)
+		}
+	}
+	order, err := moduleOrder(k.Modules, guestModules...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k, order
+}
+
+// goBuild builds a static (CGO_ENABLED=0) binary of pkg, run from dir.
+func goBuild(t *testing.T, dir, pkg, out string, ldflags string) {
+	t.Helper()
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", out, pkg)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
+	}
+}
+
+// guest holds what every slot image is made of.
+type guest struct {
+	Kernel    *kernel
+	Modules   []string
+	Init      []byte
+	Sysupdate []byte
+	Etc       []cpioFile // /etc/sysupdate/... baked into the image
+}
+
+func newGuest(t *testing.T, dir string) *guest {
+	t.Helper()
+	needTools(t, "go", "qemu-system-x86_64", "grub-mkstandalone", "sfdisk", "mkfs.ext4", "debugfs", "mformat", "mmd", "mcopy")
+	k, mods := systemKernel(t)
+	g := &guest{Kernel: k, Modules: mods}
+	initBin, sysBin := filepath.Join(dir, "init"), filepath.Join(dir, "sysupdate")
+	goBuild(t, ".", "./internal/guestinit", initBin, "-s -w")
+	goBuild(t, "..", "./cmd/sysupdate", sysBin, "-s -w -X main.version=e2e")
+	var err error
+	if g.Init, err = os.ReadFile(initBin); err != nil {
+		t.Fatal(err)
+	}
+	if g.Sysupdate, err = os.ReadFile(sysBin); err != nil {
+		t.Fatal(err)
+	}
+	return g
+}
+
+// slotImage builds the ext4 image of one release: /boot/vmlinuz, the
+// initramfs (/init, /bin/sysupdate, modules, /etc) and /etc/version with
+// the given key=value lines.
+func (g *guest) slotImage(t *testing.T, dir, version string) string {
+	t.Helper()
+	files := []cpioFile{
+		{Name: "init", Mode: 0o755, Data: g.Init},
+		{Name: "bin/sysupdate", Mode: 0o755, Data: g.Sysupdate},
+		{Name: "dev", Dir: true, Mode: 0o755},
+		{Name: "etc/machine-id", Mode: 0o644, Data: []byte("0123456789abcdef0123456789abcdef\n")},
+	}
+	files = append(files, g.Etc...)
+	var order []string
+	for _, p := range g.Modules {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := strings.TrimSuffix(filepath.Base(p), ".ko")
+		order = append(order, name)
+		files = append(files, cpioFile{Name: "lib/modules/" + name + ".ko", Mode: 0o644, Data: b})
+	}
+	files = append(files, cpioFile{Name: "lib/modules/order", Mode: 0o644, Data: []byte(strings.Join(order, "\n") + "\n")})
+	initrd, err := gzipInitramfs(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := filepath.Join(dir, "root-"+firstValue(version))
+	os.RemoveAll(root)
+	for _, d := range []string{"boot", "etc"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	vmlinuz, err := os.ReadFile(g.Kernel.Vmlinuz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, data := range map[string][]byte{"boot/vmlinuz": vmlinuz, "boot/initrd.img": initrd, "etc/version": []byte(version)} {
+		if err := os.WriteFile(filepath.Join(root, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	img := root + ".ext4"
+	mkext4(t, img, "rootfs", root, slotSize)
+	return img
+}
+
+// firstValue returns the value of the first key=value line ("1" for
+// "version=1\nhealthy=yes\n").
+func firstValue(kv string) string {
+	line, _, _ := strings.Cut(kv, "\n")
+	_, v, _ := strings.Cut(line, "=")
+	return v
+}
+
+// systemDisk assembles the device disk: GPT, ESP with GRUB and a grubenv
+// where slot a is confirmed, slot a holding the image slotA, slot b empty,
+// an empty data partition.
+func systemDisk(t *testing.T, dir, slotA string) string {
+	t.Helper()
+	disk := filepath.Join(dir, "disk.img")
+	partitionDisk(t, disk, systemLayout)
+	esp := espPath(disk)
+	runCmd(t, "mformat", "-i", esp, "-v", "ESP", "::")
+	runCmd(t, "mmd", "-i", esp, "::/EFI", "::/EFI/BOOT", "::/e2e")
+	runCmd(t, "mcopy", "-i", esp, systemGRUB(t, dir), "::/EFI/BOOT/BOOTX64.EFI")
+	env := filepath.Join(dir, "grubenv")
+	if err := os.WriteFile(env, grub.NewEnv().Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	be, err := grub.New(grub.Config{Path: env, Cmdline: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := be.MarkGood("a"); err != nil {
+		t.Fatal(err)
+	}
+	runCmd(t, "mcopy", "-i", esp, env, "::/grubenv")
+	writeAt(t, disk, layoutPart("rootfs_a").Offset, slotSize, slotA)
+	data := filepath.Join(dir, "data.ext4")
+	mkext4(t, data, "data", "", layoutPart("data").Size)
+	writeAt(t, disk, layoutPart("data").Offset, layoutPart("data").Size, data)
+	return disk
+}
+
+// hostGrubenv reads the grubenv back from the ESP and parses it.
+func hostGrubenv(t *testing.T, disk string) *grub.Env {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "grubenv")
+	runCmd(t, "mcopy", "-o", "-i", espPath(disk), "::/grubenv", out)
+	raw, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env, err := grub.Parse(raw)
+	if err != nil {
+		t.Fatalf("grubenv on the ESP after the boot: %v", err)
+	}
+	return env
+}
+
+// slotVersion returns /etc/version of the slot as the host reads it from
+// the disk image.
+func slotVersion(t *testing.T, disk, slot string) string {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), "slot.ext4")
+	if err := os.WriteFile(img, readPart(t, disk, layoutPart("rootfs_"+slot)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return ext4Cat(t, img, "/etc/version")
+}
+
+const grubenvGuest = "/boot/efi/grubenv"
+
+// TestSystemBoot boots the real Debian kernel through the real GRUB and the
+// shipped grub.cfg, from slot a, and runs the device binary in the guest.
+func TestSystemBoot(t *testing.T) {
+	dir := t.TempDir()
+	g := newGuest(t, dir)
+	slotA := g.slotImage(t, dir, "version=1\nhealthy=yes\n")
+	stick := filepath.Join(dir, "stick.ext4")
+	mkext4(t, stick, "stick", "", 4<<20)
+	disk := systemDisk(t, dir, slotA)
+
+	r := bootSystem(t, disk, stick, "sysupdate version\nsysupdate bootloader status --bootloader grub --grubenv "+grubenvGuest+" --json\n")
+	t.Logf("boot 1: GRUB chose %q, guest slot %s version %s, %.1fs", r.GRUBSlot, r.Slot, r.Version, r.Seconds)
+	for i, s := range r.Steps {
+		t.Logf("step %d %q rc=%d:\n%s", i+1, s.Cmd, s.RC, s.Out)
+	}
+	if r.GRUBSlot != "a" || r.Slot != "a" || r.Version != "1" {
+		t.Fatalf("boot 1: GRUB %q, guest slot %q version %q; want a, a, 1", r.GRUBSlot, r.Slot, r.Version)
+	}
+}
