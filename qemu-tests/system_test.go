@@ -1,12 +1,14 @@
 package qemutests
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/sysupdate/sysupdate/bootloaders"
 	"github.com/sysupdate/sysupdate/bootloaders/grub"
 )
 
@@ -208,4 +210,77 @@ func TestSystemBoot(t *testing.T) {
 	if r.GRUBSlot != "a" || r.Slot != "a" || r.Version != "1" {
 		t.Fatalf("boot 1: GRUB %q, guest slot %q version %q; want a, a, 1", r.GRUBSlot, r.Slot, r.Version)
 	}
+	if r.Steps[0].RC != 0 || r.Steps[0].Out != "sysupdate e2e" {
+		t.Fatalf("sysupdate version in the guest: rc %d, %q", r.Steps[0].RC, r.Steps[0].Out)
+	}
+	st := guestStatus(t, r.Steps[1])
+	if st.Next != "a" || len(st.Slots) != 2 || !st.Slots[0].Successful || st.Slots[1].Bootable || st.TrialFailed {
+		t.Fatalf("bootloader status in the guest: %+v", st)
+	}
+}
+
+// guestStatus decodes the output of `bootloader status --json` run in the
+// guest.
+func guestStatus(t *testing.T, s step) bootloaders.Status {
+	t.Helper()
+	var st bootloaders.Status
+	if s.RC != 0 {
+		t.Fatalf("%s: rc %d\n%s", s.Cmd, s.RC, s.Out)
+	}
+	if err := json.Unmarshal([]byte(s.Out), &st); err != nil {
+		t.Fatalf("%s: %v\n%s", s.Cmd, err, s.Out)
+	}
+	return st
+}
+
+// publisher runs the host-side publisher commands (the same binary the
+// guest carries; host and guest are both linux/amd64).
+type publisher struct {
+	Bin, Keys, Repo string
+}
+
+func (p *publisher) run(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(p.Bin, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("sysupdate %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+// newPublisher makes a master and a signing key and the repository's
+// keyring, as docs/repository.md's workflow does.
+func newPublisher(t *testing.T, dir, bin string) *publisher {
+	t.Helper()
+	p := &publisher{Bin: bin, Keys: filepath.Join(dir, "keys"), Repo: filepath.Join(dir, "repo")}
+	p.run(t, "keygen", "--out", p.Keys, "--expires", "10y", "master")
+	p.run(t, "keygen", "--out", p.Keys, "signing")
+	p.run(t, "keyring", "--repo", p.Repo, "--master", filepath.Join(p.Keys, "master.key"), filepath.Join(p.Keys, "signing.pub"))
+	return p
+}
+
+const e2eModel = "qemu-x86_64"
+
+// publish adds release version with img as its rootfs image to the stable
+// channel.
+func (p *publisher) publish(t *testing.T, version, img string) {
+	t.Helper()
+	p.run(t, "publish", "--repo", p.Repo, "--channel", "stable", "--version", version, "--label", "e2e-"+version,
+		"--key", filepath.Join(p.Keys, "signing.key"), "--model", e2eModel, "rootfs="+img)
+}
+
+// stick copies the repository onto an ext4 image, the "USB stick" the
+// guest mounts read-only at /mnt/usb.
+func (p *publisher) stick(t *testing.T, img string) {
+	t.Helper()
+	var size int64
+	filepath.WalkDir(p.Repo, func(path string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if st, err := d.Info(); err == nil {
+				size += st.Size() + 4096
+			}
+		}
+		return nil
+	})
+	mkext4(t, img, "stick", p.Repo, size+size/4+(8<<20))
 }
