@@ -12,7 +12,7 @@ pkgs=(
   # OpenPGP interop oracles
   gnupg sqop
   # delta peers and measuring tools for the benchmarks
-  xdelta3 zstd bsdiff lz4 time
+  xdelta3 zstd bsdiff lz4 time strace
   # HTTP oracles for fetch and serve (docs/serving.md's nginx example)
   curl nginx-light
   # disk images for the demo and the benchmark dataset

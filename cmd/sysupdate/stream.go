@@ -15,6 +15,9 @@ import (
 	"github.com/sysupdate/sysupdate/stream"
 )
 
+// stdin is where "-" reads from; tests replace it.
+var stdin io.Reader = os.Stdin
+
 func init() {
 	register("delta", "build an update stream: a delta from OLD to NEW, or a full image", runDelta)
 	register("apply", "apply an update stream to a target (partition or file)", runApply)
@@ -152,7 +155,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		opts.ExpectHeader = &hsh
 	}
-	var in io.Reader = os.Stdin
+	in := stdin
 	if pos[0] != "-" {
 		f, err := os.Open(pos[0])
 		if err != nil {
@@ -244,7 +247,7 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fs.Usage()
 		return usageError("inspect needs one STREAM (or - for stdin)")
 	}
-	var in io.Reader = os.Stdin
+	in := stdin
 	if pos[0] != "-" {
 		f, err := os.Open(pos[0])
 		if err != nil {
