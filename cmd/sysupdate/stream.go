@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime/debug"
-	"runtime/pprof"
 	"time"
 
 	"github.com/sysupdate/sysupdate/stream"
@@ -32,21 +31,9 @@ func runDelta(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	out := fs.String("o", "", "output stream file")
 	workers := fs.Int("workers", 0, "goroutines (0: one per CPU)")
 	codec := fs.String("full-codec", "lz4", "codec of full-image data ops: lz4 (fastest apply) or zstd (smaller)")
-	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile to this file (for developers)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
-	}
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
 	}
 	if len(pos) != 0 || *to == "" || *out == "" {
 		fs.Usage()
