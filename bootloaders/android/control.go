@@ -2,7 +2,7 @@
 // (struct bootloader_control, 32 bytes at offset 2048 of the misc
 // partition) with the semantics of AOSP's reference boot_control HAL, and
 // implements the slot selection rule of U-Boot's android_ab for tests.
-// See docs/bootloaders/android.md.
+// See docs/bootloaders.md (Android).
 package android
 
 import (

@@ -260,7 +260,7 @@ func (w *tornWriter) WriteAt(p []byte, off int64) (int, error) {
 
 // TestTornWrites cuts each backend write at every byte and reads the result
 // back. One grubenv file cannot be updated atomically: this shows what a
-// torn write leaves. Documented in docs/bootloaders/grub.md.
+// torn write leaves. Documented in docs/bootloaders.md (GRUB).
 func TestTornWrites(t *testing.T) {
 	ops := []struct {
 		name   string

@@ -6,7 +6,7 @@
 // one goes to the start of the '#' padding, a removed one closes up and the
 // padding grows. The backend (Backend) keeps the slot state in a handful of
 // variables that the shipped boot script (grub.cfg in this directory) reads,
-// counts down and saves at boot time; see docs/bootloaders/grub.md.
+// counts down and saves at boot time; see docs/bootloaders.md (GRUB).
 package grub
 
 import (

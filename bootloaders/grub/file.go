@@ -59,7 +59,7 @@ func ReadFile(path string) (*Env, error) {
 //
 // When WriteFile returns nil the new block is on stable storage. A power cut
 // during the write can leave a mix of old and new bytes: one file cannot be
-// updated atomically (docs/bootloaders/grub.md, "Torn writes").
+// updated atomically (docs/bootloaders.md, GRUB, "Torn writes").
 func WriteFile(path string, e *Env) error {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
