@@ -18,9 +18,13 @@ import (
 type State struct {
 	// Schema is 1.
 	Schema int `json:"schema"`
-	// Installed is the version in the active slot (0: unknown). The
-	// update command sets it after a successful switch.
+	// Installed is the version in the active slot (0: unknown).
+	// mark-good sets it from Pending once the new slot confirmed itself.
 	Installed uint64 `json:"installed,omitempty"`
+	// Pending is the update written to another slot and switched to,
+	// waiting for that slot to boot and confirm itself (mark-good); nil
+	// when none is.
+	Pending *Pending `json:"pending,omitempty"`
 	// Indexes maps a channel to the Generated time of the newest index
 	// accepted from it; an older one is a replay.
 	Indexes map[string]time.Time `json:"indexes,omitempty"`
@@ -31,6 +35,17 @@ type State struct {
 	// Revoked are fingerprints seen on any accepted revocation list: once
 	// revoked, always revoked, even if a later list were to omit them.
 	Revoked []string `json:"revoked,omitempty"`
+}
+
+// Pending records an installed but unconfirmed update.
+type Pending struct {
+	// Version and Label are the release written.
+	Version uint64 `json:"version"`
+	Label   string `json:"label,omitempty"`
+	// Slot is the slot it was written to and the bootloader set to try.
+	Slot string `json:"slot"`
+	// From is the slot that ran when it was written (the fallback).
+	From string `json:"from"`
 }
 
 // maxState bounds the state file.

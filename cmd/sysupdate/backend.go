@@ -30,10 +30,20 @@ type backendFlags struct {
 func addBackendFlags(fs *flag.FlagSet) *backendFlags {
 	b := &backendFlags{openers: map[string]func() (bootloaders.Backend, error){}}
 	fs.StringVar(&b.name, "bootloader", "", "bootloader backend: "+strings.Join(backendNames(), ", "))
+	fs.String("cmdline", "/proc/cmdline", "kernel command line file: tells the backends which slot is running")
 	for _, n := range backendNames() {
 		b.openers[n] = backendRegistrars[n](fs)
 	}
 	return b
+}
+
+// cmdlineOf returns the content of the file --cmdline names (see
+// readCmdline), for backends that read the running slot from it.
+func cmdlineOf(fs *flag.FlagSet) string {
+	if f := fs.Lookup("cmdline"); f != nil {
+		return readCmdline(f.Value.String())
+	}
+	return ""
 }
 
 func backendNames() []string {

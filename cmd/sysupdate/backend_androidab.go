@@ -15,7 +15,7 @@ func init() {
 		path := fs.String("misc", "/dev/disk/by-partlabel/misc", "with --bootloader android: the misc partition holding bootloader_control at offset 2048")
 		suffix := fs.String("slot-suffix", "", "with --bootloader android: the running slot's suffix (_a.._d); default androidboot.slot_suffix from /proc/cmdline")
 		return func() (bootloaders.Backend, error) {
-			return android.New(android.Config{Path: *path, SlotSuffix: *suffix})
+			return android.New(android.Config{Path: *path, SlotSuffix: *suffix, Cmdline: cmdlineOf(fs)})
 		}
 	})
 }

@@ -16,7 +16,7 @@ func init() {
 			if err != nil {
 				return nil, usageError("--grub-scheme: %v", err)
 			}
-			return grub.New(grub.Config{Path: *path, Scheme: s})
+			return grub.New(grub.Config{Path: *path, Scheme: s, Cmdline: cmdlineOf(fs)})
 		}
 	})
 }

@@ -15,15 +15,19 @@ func init() {
 }
 
 const bootloaderSynopsis = `status|set-next SLOT [--tries N]|mark-good SLOT|mark-bad SLOT [--json]
-    --bootloader uboot --fw-env-config PATH | grub --grubenv PATH | android --misc PATH`
+    [--config FILE] --bootloader uboot --fw-env-config PATH | grub --grubenv PATH | android --misc PATH`
 
 func runBootloader(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bootloader", bootloaderSynopsis, stderr)
 	bf := addBackendFlags(fs)
+	confPath := addConfigFlag(fs)
 	tries := fs.Int("tries", bootloaders.DefaultTries, "with set-next: boot attempts before falling back")
 	asJSON := fs.Bool("json", false, "print the resulting status as JSON (fields: docs/bootloaders.md)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
+		return err
+	}
+	if _, err := applyConfig(fs, *confPath, false); err != nil {
 		return err
 	}
 	if len(pos) == 0 {

@@ -37,7 +37,7 @@ func refusalCode(err error) string {
 }
 
 func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("check", "--repo URL --channel CH --model M --master-keys FILE --state FILE [--json]", stderr)
+	fs := newFlagSet("check", "[--config FILE] --repo URL --channel CH --model M --master-keys FILE --state FILE [--json]", stderr)
 	var cfg client.Config
 	fs.StringVar(&cfg.RepoURL, "repo", "", "repository: https://, http://, file:// or a directory")
 	fs.StringVar(&cfg.Channel, "channel", "stable", "channel to follow")
@@ -51,8 +51,12 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.Uint64Var(&cfg.Version, "version", 0, "ask for this version instead of the newest")
 	caBundle := fs.String("ca-bundle", "", "extra CA certificates (PEM) for https://")
 	asJSON := fs.Bool("json", false, "print the plan as JSON")
+	confPath := addConfigFlag(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
+		return err
+	}
+	if _, err := applyConfig(fs, *confPath, false); err != nil {
 		return err
 	}
 	if len(pos) != 0 {
