@@ -5,9 +5,13 @@ import (
 	"compress/gzip"
 	"fmt"
 	"io"
+	"os"
+	"os/exec"
 	"path"
+	"path/filepath"
 	"sort"
 	"strings"
+	"testing"
 )
 
 // cpioFile is one entry of an initramfs: a directory (Data nil, Mode with
@@ -103,4 +107,62 @@ func gzipInitramfs(files []cpioFile) ([]byte, error) {
 		return nil, err
 	}
 	return out.Bytes(), nil
+}
+
+// TestNewcOracle writes archives with writeNewc and unpacks them with GNU
+// cpio, which must recreate every file, directory and symlink as given.
+func TestNewcOracle(t *testing.T) {
+	needTools(t, "cpio")
+	big := bytes.Repeat([]byte("0123456789abcdef"), 70000)
+	for _, tc := range []struct {
+		name  string
+		files []cpioFile
+	}{
+		{"empty", nil},
+		{"one file, implied parents", []cpioFile{{Name: "a/b/c.txt", Mode: 0o644, Data: []byte("c\n")}}},
+		{"names of every length mod 4", []cpioFile{
+			{Name: "x", Mode: 0o600, Data: []byte("1")}, {Name: "xy", Mode: 0o644, Data: []byte("12")},
+			{Name: "xyz", Mode: 0o755, Data: []byte("123")}, {Name: "wxyz", Mode: 0o644, Data: nil},
+		}},
+		{"dirs, symlink, big file", []cpioFile{
+			{Name: "/dev", Dir: true, Mode: 0o755}, {Name: "bin/sysupdate", Mode: 0o755, Data: big},
+			{Name: "bin/sh", Link: "sysupdate"}, {Name: "lib/modules/order", Mode: 0o644, Data: []byte("virtio\n")},
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var arc bytes.Buffer
+			if err := writeNewc(&arc, tc.files); err != nil {
+				t.Fatal(err)
+			}
+			dir := t.TempDir()
+			cmd := exec.Command("cpio", "-i", "-d", "--quiet", "--no-absolute-filenames", "-H", "newc")
+			cmd.Dir = dir
+			cmd.Stdin = bytes.NewReader(arc.Bytes())
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("cpio -i: %v\n%s", err, out)
+			}
+			for _, f := range tc.files {
+				p := filepath.Join(dir, f.Name)
+				st, err := os.Lstat(p)
+				if err != nil {
+					t.Fatalf("cpio did not create %s: %v", f.Name, err)
+				}
+				switch {
+				case f.Dir:
+					if !st.IsDir() {
+						t.Fatalf("%s: mode %v, want a directory", f.Name, st.Mode())
+					}
+				case f.Link != "":
+					if l, err := os.Readlink(p); err != nil || l != f.Link {
+						t.Fatalf("%s: link %q (%v), want %q", f.Name, l, err, f.Link)
+					}
+				default:
+					got, err := os.ReadFile(p)
+					if err != nil || !bytes.Equal(got, f.Data) || uint32(st.Mode().Perm()) != f.Mode {
+						t.Fatalf("%s: %d bytes mode %v (%v), want %d bytes mode %o", f.Name, len(got), st.Mode(), err, len(f.Data), f.Mode)
+					}
+				}
+			}
+		})
+	}
 }

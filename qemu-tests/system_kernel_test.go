@@ -96,7 +96,7 @@ func findKernel(pkg, dir string) (*kernel, error) {
 	return k, nil
 }
 
-// builtinOrModule reports, from the kernel's config file, whether each
+// kernelConfig reports, from the kernel's config file, whether each
 // CONFIG_ symbol is built in ("y") or a module ("m").
 func kernelConfig(t *testing.T, k *kernel) map[string]string {
 	t.Helper()

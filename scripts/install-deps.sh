@@ -17,6 +17,7 @@ pkgs=(
   curl nginx-light
   # disk images for the demo and the benchmark dataset
   e2fsprogs debootstrap fdisk
+  cpio # oracle for the initramfs archives of qemu-tests/system_test.go
 )
 missing=()
 for p in "${pkgs[@]}"; do
