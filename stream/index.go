@@ -45,7 +45,14 @@ func boring(b []byte) bool {
 // with workers goroutines. Memory: 4 bytes per slot, about 2 slots per
 // indexed offset rounded to a power of two.
 func newIndex(src []byte, skip func(off int) bool, workers int) *index {
-	n := len(src) / indexStride
+	// Size the table for the offsets actually indexed: about two slots per
+	// offset keeps collisions (which lose candidates) rare.
+	n := 0
+	for off := 0; off < len(src); off += blockSize {
+		if skip == nil || !skip(off) {
+			n += blockSize / indexStride
+		}
+	}
 	b := uint(bits.Len(uint(n))) + 1
 	if b < 10 {
 		b = 10

@@ -15,7 +15,7 @@ func mapFile(r io.ReaderAt, size int64) (b []byte, unmap func(), ok bool) {
 	if !isFile || size <= 0 || size != int64(int(size)) {
 		return nil, nil, false
 	}
-	b, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED)
+	b, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ, unix.MAP_SHARED|unix.MAP_POPULATE)
 	if err != nil {
 		return nil, nil, false
 	}
