@@ -57,6 +57,15 @@ measure "$bin" apply --source "$old" --target target.img su-delta.sus
 sd_avt=$T; same target.img "sysupdate delta (verify)"; rm -f target.img
 row "**sysupdate delta**" "$(mb "$sd_size")" "$(sec "$sd_bt")" "$(mib "$sd_bm")" "$(sec "$sd_at")" "$(mib "$sd_am")" "$(sec "$sd_avt") with read-back verify"
 
+echo "bench: sysupdate delta backward (new -> old)" >&2
+measure "$bin" delta --from "$new" --to "$old" -o su-back.sus
+sb_bt=$T sb_bm=$M sb_size=$(size su-back.sus)
+measure "$bin" apply --verify=false --source "$new" --target target.img su-back.sus
+sb_at=$T sb_am=$M
+cmp -s target.img "$old" || { echo "bench: backward delta did not reproduce old.img" >&2; exit 1; }
+rm -f target.img
+row "sysupdate delta backward (new -> old)" "$(mb "$sb_size")" "$(sec "$sb_bt")" "$(mib "$sb_bm")" "$(sec "$sb_at")" "$(mib "$sb_am")" "a downgrade; round trip checked"
+
 echo "bench: sysupdate full" >&2
 measure "$bin" delta --to "$new" -o su-full.sus
 sf_bt=$T sf_bm=$M sf_size=$(size su-full.sus)
