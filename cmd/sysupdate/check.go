@@ -65,7 +65,7 @@ func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if cfg.RepoURL == "" || cfg.Model == "" {
 		return usageError("check needs --repo and --model")
 	}
-	op, err := fetch.New(fetch.Options{CABundle: *caBundle, UserAgent: fetch.UserAgent(version, cfg.Model, cfg.Channel, "")})
+	op, err := fetch.New(fetch.Options{CABundle: *caBundle, UserAgent: userAgent(cfg)})
 	if err != nil {
 		return err
 	}

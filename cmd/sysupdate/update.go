@@ -118,11 +118,28 @@ func (c *clientFlags) client() (*client.Client, error) {
 	if c.cfg.RepoURL == "" || c.cfg.Model == "" {
 		return nil, usageError("no repository or model: set repository and model in the configuration file, or pass --repo and --model")
 	}
-	op, err := fetch.New(fetch.Options{CABundle: *c.caBundle, UserAgent: fetch.UserAgent(version, c.cfg.Model, c.cfg.Channel, "")})
+	op, err := fetch.New(fetch.Options{CABundle: *c.caBundle, UserAgent: userAgent(c.cfg)})
 	if err != nil {
 		return nil, err
 	}
 	return client.New(c.cfg, op)
+}
+
+// userAgent is what the device tells the server: sysupdate's version, the
+// model, the channel and the installed build (from the state file; empty
+// when unknown), so a publisher's logs show its fleet.
+func userAgent(cfg client.Config) string {
+	build := ""
+	installed := cfg.Installed
+	if installed == 0 {
+		if st, err := client.LoadState(cfg.StatePath); err == nil {
+			installed = st.Installed
+		}
+	}
+	if installed != 0 {
+		build = strconv.FormatUint(installed, 10)
+	}
+	return fetch.UserAgent(version, cfg.Model, cfg.Channel, build)
 }
 
 // updateResult is what update prints with --json (docs/updating.md).

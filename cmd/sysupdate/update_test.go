@@ -6,11 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/sysupdate/sysupdate/bootloaders/grub"
@@ -27,6 +29,7 @@ type device struct {
 	disk, grubenv, cmdline string
 	state                  string
 	imgs                   map[int][]byte
+	userAgent              atomic.Value // the last User-Agent the server saw
 }
 
 const partSize = 1 << 20
@@ -55,7 +58,11 @@ func newDevice(t *testing.T) *device {
 	runOK(t, "keygen", "--out", d.keys, "--expires", "10y", "master")
 	runOK(t, "keygen", "--out", d.keys, "signing")
 	runOK(t, "keyring", "--repo", d.repo, "--master", filepath.Join(d.keys, "master.key"), filepath.Join(d.keys, "signing.pub"))
-	srv := httptest.NewServer(serveHandler(d.repo))
+	h := serveHandler(d.repo)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		d.userAgent.Store(r.UserAgent())
+		h.ServeHTTP(w, r)
+	}))
 	t.Cleanup(srv.Close)
 	os.WriteFile(filepath.Join(dir, "machine-id"), []byte("0123456789abcdef0123456789abcdef\n"), 0o644)
 	d.setCmdline("a")
@@ -168,6 +175,11 @@ func TestUpdateFlow(t *testing.T) {
 	// Up to date: nothing to do, nothing switched.
 	if res, _, err := d.update(); err != nil || !res.UpToDate || res.Switched {
 		t.Fatalf("up to date: %+v, %v", res, err)
+	}
+	// The server learns the version, model, channel and installed build.
+	if ua, _ := d.userAgent.Load().(string); !strings.HasPrefix(ua, "sysupdate/") ||
+		!strings.Contains(ua, "model=board") || !strings.Contains(ua, "channel=stable") || !strings.Contains(ua, "build=1") {
+		t.Fatalf("User-Agent %q lacks version, model, channel or build", ua)
 	}
 
 	// Delta path: v2 from a into b over HTTP, with progress lines.
