@@ -65,6 +65,7 @@ const grubFlags = " --bootloader grub --grubenv " + grubenvGuest
 // confirms itself stays. The slots are written by the host here; the
 // update path that writes them from a repository is TestSystemUpdate.
 func TestSystemTrialFallback(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	g := newGuest(t, dir)
 	v1 := g.slotImage(t, dir, "version=1\nhealthy=yes\n")

@@ -162,6 +162,7 @@ func guestStatusAll(t *testing.T, s step) statusOut {
 // on trial, boot 8 is back on b with v2 and status reports the failed
 // trial.
 func TestSystemUpdate(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	g := newGuest(t, dir)
 	bin := filepath.Join(dir, "sysupdate")

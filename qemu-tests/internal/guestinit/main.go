@@ -239,12 +239,18 @@ func names(ents []os.DirEntry) []string {
 	return s
 }
 
-// readVersion parses the slot's key=value version file.
+// readVersion reads the slot's version file.
 func readVersion(path string) (map[string]string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("version file of the running slot: %w", err)
 	}
+	return parseVersion(path, b)
+}
+
+// parseVersion parses key=value lines (blank lines skipped); name is used
+// in errors.
+func parseVersion(name string, b []byte) (map[string]string, error) {
 	m := map[string]string{}
 	for i, l := range strings.Split(string(b), "\n") {
 		l = strings.TrimSpace(l)
@@ -252,8 +258,11 @@ func readVersion(path string) (map[string]string, error) {
 			continue
 		}
 		k, v, ok := strings.Cut(l, "=")
-		if !ok {
-			return nil, fmt.Errorf("%s line %d %q: want key=value", path, i+1, l)
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%s line %d %q: want key=value", name, i+1, l)
+		}
+		if _, dup := m[k]; dup {
+			return nil, fmt.Errorf("%s line %d: %s given twice", name, i+1, k)
 		}
 		m[k] = v
 	}
