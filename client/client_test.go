@@ -10,6 +10,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -464,8 +466,36 @@ func TestPhaseBucketDistribution(t *testing.T) {
 	if in < 4700 || in > 5300 {
 		t.Fatalf("%d of 10000 machines in a 50%% phase", in)
 	}
-	if PhaseBucket("a", 1) != PhaseBucket("a", 1) {
-		t.Fatal("not deterministic")
+	// The bucket is the documented formula (docs/security.md), computed
+	// here by sha256sum so fleet tools can reproduce who is in a phase.
+	for _, c := range []struct {
+		id string
+		v  uint64
+	}{{"0123456789abcdef0123456789abcdef", 7}, {"machine-42", 1}, {"a", 18446744073709551615}} {
+		cmd := exec.Command("sha256sum")
+		cmd.Stdin = strings.NewReader(c.id + "/" + strconv.FormatUint(c.v, 10))
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("sha256sum: %v", err)
+		}
+		first, err := strconv.ParseUint(string(out[:16]), 16, 64)
+		if err != nil {
+			t.Fatalf("sha256sum output %q: %v", out, err)
+		}
+		if got, want := PhaseBucket(c.id, c.v), int(first%100); got != want {
+			t.Errorf("PhaseBucket(%q, %d) = %d, sha256sum says %d", c.id, c.v, got, want)
+		}
+	}
+	// The version reshuffles the order, so the same devices are not always first.
+	moved := 0
+	for i := 0; i < 100; i++ {
+		id := fmt.Sprintf("machine-%d", i)
+		if PhaseBucket(id, 7) != PhaseBucket(id, 8) {
+			moved++
+		}
+	}
+	if moved < 80 {
+		t.Fatalf("only %d of 100 machines change bucket between versions", moved)
 	}
 }
 

@@ -335,11 +335,10 @@ func (b *builder) segment(h *Header) {
 
 // encoder is one worker's state.
 type encoder struct {
-	b   *builder
-	zw  *zstd.Encoder
-	hc  lz4.CompressorHC
-	m   matcher
-	buf []byte
+	b  *builder
+	zw *zstd.Encoder
+	hc lz4.CompressorHC
+	m  matcher
 }
 
 func newEncoder(b *builder) (*encoder, error) {

@@ -15,7 +15,6 @@ var errCut = errors.New("power cut")
 type memDevice struct {
 	buf    []byte
 	budget int // bytes still writable; < 0 means unlimited
-	erase  bool
 	erases int
 }
 
