@@ -36,11 +36,18 @@ func debianKernel(t *testing.T) *kernel {
 		return kernelOnce.k
 	}
 	needTools(t, "apt-cache", "apt-get", "dpkg")
+	depends := regexp.MustCompile(`Depends: (linux-image-[0-9][^\s]*-cloud-amd64)`)
 	out, err := exec.Command("apt-cache", "depends", "linux-image-cloud-amd64").CombinedOutput()
-	if err != nil {
-		t.Fatalf("apt-cache depends linux-image-cloud-amd64: %v\n%s", err, out)
+	m := depends.FindSubmatch(out)
+	if err != nil || m == nil {
+		// No or stale package lists: fetch them once and ask again.
+		aptUpdate(t)
+		out, err = exec.Command("apt-cache", "depends", "linux-image-cloud-amd64").CombinedOutput()
+		if err != nil {
+			t.Fatalf("apt-cache depends linux-image-cloud-amd64: %v\n%s", err, out)
+		}
+		m = depends.FindSubmatch(out)
 	}
-	m := regexp.MustCompile(`Depends: (linux-image-[0-9][^\s]*-cloud-amd64)`).FindSubmatch(out)
 	if m == nil {
 		t.Fatalf("apt-cache depends linux-image-cloud-amd64 names no kernel package (run apt-get update):\n%s", out)
 	}
@@ -59,6 +66,9 @@ func debianKernel(t *testing.T) *kernel {
 			t.Fatal(err)
 		}
 		dl := exec.Command("apt-get", "download", pkg)
+		if _, err := exec.Command("apt-cache", "show", pkg).Output(); err != nil {
+			aptUpdate(t) // the lists no longer know the package
+		}
 		dl.Dir = tmp
 		if out, err := dl.CombinedOutput(); err != nil {
 			t.Fatalf("apt-get download %s: %v\n%s", pkg, err, out)
@@ -208,4 +218,13 @@ func moduleOrder(dir string, names ...string) ([]string, error) {
 		}
 	}
 	return order, nil
+}
+
+// aptUpdate refreshes Debian's package lists (the tests run as root, as make
+// test does).
+func aptUpdate(t *testing.T) {
+	t.Helper()
+	if out, err := exec.Command("apt-get", "update", "-qq").CombinedOutput(); err != nil {
+		t.Fatalf("apt-get update: %v\n%s", err, out)
+	}
 }

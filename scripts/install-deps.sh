@@ -19,6 +19,11 @@ pkgs=(
   e2fsprogs debootstrap fdisk
   cpio # oracle for the initramfs archives of qemu-tests/system_test.go
 )
+# The QEMU tests download a Debian kernel with apt-get download: they need
+# package lists even when every package above is already installed.
+if [ "$(id -u)" = 0 ] && ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
+  apt-get update -qq
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
