@@ -28,6 +28,7 @@ type matcher struct {
 	src, tgt []byte
 	idx      *index
 	prog     []instr
+	probes   int // index lookups, for tests of the matcher's cost
 }
 
 // encode returns the program for tgt[t0:t1]. hint is the alignment to try
@@ -55,7 +56,11 @@ func (m *matcher) encode(t0, t1 int) []instr {
 				}
 			}
 			if l < old+8 {
-				scan = q + 1
+				// The current alignment already explains this match
+				// (duplicate content elsewhere in the source): skip what
+				// it explains instead of re-finding the twin at every
+				// byte, which is quadratic on duplicated data.
+				scan = q + max(1, old-8)
 				continue
 			}
 		}
@@ -93,6 +98,7 @@ func (m *matcher) next(scan, t1 int) (q, s, l int) {
 	}
 	for q = scan; q+indexW <= t1; q++ {
 		win := m.tgt[q : q+indexW]
+		m.probes++
 		s = m.idx.lookup(win)
 		if s < 0 || s+indexW > len(m.src) || string(m.src[s:s+indexW]) != string(win) {
 			continue

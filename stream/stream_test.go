@@ -442,3 +442,27 @@ func FuzzRunPatch(f *testing.F) {
 		_ = runPatch(payload, win, out) // must not panic
 	})
 }
+
+// TestMatcherLinearOnDuplicates: a source holding its content twice gives
+// every match a twin; the matcher must skip what its current alignment
+// explains rather than re-find the twin at every byte (quadratic).
+func TestMatcherLinearOnDuplicates(t *testing.T) {
+	r := rand.New(rand.NewPCG(8, 9))
+	half := codeLike(r, 512<<10)
+	src := append(bytes.Clone(half), half...)
+	tgt := bytes.Clone(src)
+	for k := 0; k < len(tgt); k += 4096 {
+		tgt[k+7]++ // every block changed, so every block is matched
+	}
+	b := &builder{opts: BuildOptions{Workers: 1, Limits: DefaultLimits}, src: src, tgt: tgt}
+	b.plan(true)
+	m := matcher{src: src, tgt: tgt, idx: b.idx}
+	for _, j := range b.jobs {
+		m.encode(int(j.op.TargetOff), int(j.op.TargetOff+j.op.TargetLen))
+	}
+	t.Logf("%d probes for %d target bytes", m.probes, len(tgt))
+	if m.probes > len(tgt)/4 {
+		t.Fatalf("%d index probes for %d target bytes: the matcher rescans duplicated content", m.probes, len(tgt))
+	}
+	roundTrip(t, src, tgt, BuildOptions{})
+}
