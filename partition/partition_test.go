@@ -249,3 +249,30 @@ func FuzzList(f *testing.F) {
 		}
 	})
 }
+
+func TestZeroRangeFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	data := bytes.Repeat([]byte{7}, 3<<20)
+	if err := os.WriteFile(path, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// A hole inside, and a range running past the end (extends the file).
+	if err := ZeroRange(f, false, 1<<20, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := ZeroRange(f, false, 3<<20-4096, 8192); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(path)
+	want := bytes.Clone(data)
+	copy(want[1<<20:], make([]byte, 1<<20))
+	want = append(want[:3<<20-4096], make([]byte, 8192)...)
+	if !bytes.Equal(got, want) {
+		t.Fatalf("after ZeroRange the file differs (len %d, want %d)", len(got), len(want))
+	}
+}

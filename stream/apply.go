@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash"
 	"io"
 )
 
@@ -36,6 +35,11 @@ type ApplyOptions struct {
 
 // Syncer is implemented by targets that can make writes durable (*os.File).
 type Syncer interface{ Sync() error }
+
+// Zeroer is implemented by targets that can make a range read as zeros
+// without writing them (a hole in a file, the device's write-zeroes). Apply
+// uses it for zero ops and falls back to writing zeros if it fails.
+type Zeroer interface{ ZeroRange(off, n int64) error }
 
 // Apply reads a stream from r and writes the image it describes to target,
 // in target order, reading the source by random access for deltas. It
@@ -72,12 +76,19 @@ func Apply(ctx context.Context, r io.Reader, target io.WriterAt, opts ApplyOptio
 		return h, err
 	}
 	defer a.close()
-	th := sha256.New()
+	th := newTreeHasher(h.TargetSize, a.zero)
+	zeroer, _ := target.(Zeroer)
 	err = a.walk(ctx, lr, func(i int, o *Op, out []byte) error {
 		if o.Type == OpZero {
-			if err := writeZeros(target, o.TargetOff, o.TargetLen, th, a.zero); err != nil {
-				return err
+			if zeroer != nil && zeroer.ZeroRange(o.TargetOff, o.TargetLen) != nil {
+				zeroer = nil // not supported here: write zeros from now on
 			}
+			if zeroer == nil {
+				if err := writeZeros(target, o.TargetOff, o.TargetLen, a.zero); err != nil {
+					return err
+				}
+			}
+			th.Zeros(o.TargetLen)
 		} else {
 			if _, err := target.WriteAt(out, o.TargetOff); err != nil {
 				return &OpError{Op: i, Offset: o.TargetOff, Fault: FaultTarget, Err: fmt.Errorf("write: %w", err)}
@@ -95,10 +106,8 @@ func Apply(ctx context.Context, r io.Reader, target io.WriterAt, opts ApplyOptio
 	if err := checkEnd(lr); err != nil {
 		return h, err
 	}
-	var sum Hash
-	th.Sum(sum[:0])
-	if sum != h.TargetHash {
-		return h, fmt.Errorf("%w: wrote %s, header says %s; the stream is inconsistent: do not boot this slot", ErrTargetMismatch, sum, h.TargetHash)
+	if sum := th.Sum(); sum != h.TargetTree {
+		return h, fmt.Errorf("%w: wrote an image whose tree hash is %s, the header says %s; the stream is inconsistent: do not boot this slot", ErrTargetMismatch, sum, h.TargetTree)
 	}
 	if s, ok := target.(Syncer); ok {
 		if err := s.Sync(); err != nil {
@@ -140,13 +149,12 @@ func checkEnd(lr *countingReader) error {
 	return nil
 }
 
-func writeZeros(w io.WriterAt, off, n int64, h hash.Hash, zero []byte) error {
+func writeZeros(w io.WriterAt, off, n int64, zero []byte) error {
 	for n > 0 {
 		k := min(n, int64(len(zero)))
 		if _, err := w.WriteAt(zero[:k], off); err != nil {
 			return &OpError{Op: -1, Offset: off, Fault: FaultTarget, Err: fmt.Errorf("write zeros: %w", err)}
 		}
-		h.Write(zero[:k])
 		off, n = off+k, n-k
 	}
 	return nil
@@ -375,27 +383,33 @@ func runPatch(payload, win, out []byte) error {
 	return nil
 }
 
-// Verify re-reads the target from its start and compares its SHA-256 with
-// the header's target hash: the check to run before a slot is made
-// bootable. It reads h.TargetSize bytes in 1 MiB pieces.
+// Verify re-reads the target and compares its tree hash with the header's:
+// the check to run before a slot is made bootable. Two goroutines read 1 MiB
+// chunks with ReadAt (the target must allow concurrent ReadAt, as *os.File
+// does) and hash them; all-zero chunks cost a comparison.
 func Verify(ctx context.Context, target io.ReaderAt, h *Header) error {
-	buf := make([]byte, 1<<20)
-	th := sha256.New()
-	for off := int64(0); off < h.TargetSize; {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		n := min(int64(len(buf)), h.TargetSize-off)
-		if _, err := target.ReadAt(buf[:n], off); err != nil {
-			return fmt.Errorf("stream: verify: read target at %d: %w", off, truncated(err))
-		}
-		th.Write(buf[:n])
-		off += n
+	if err := ctx.Err(); err != nil {
+		return err
 	}
-	var sum Hash
-	th.Sum(sum[:0])
-	if sum != h.TargetHash {
-		return fmt.Errorf("%w: target reads back as %s, want %s: the write did not stick (bad medium?); do not boot this slot", ErrTargetMismatch, sum, h.TargetHash)
+	sum, err := TreeHash(ctxReaderAt{ctx, target}, h.TargetSize, 2)
+	if err != nil {
+		return fmt.Errorf("stream: verify: %w", err)
+	}
+	if sum != h.TargetTree {
+		return fmt.Errorf("%w: target reads back with tree hash %s, want %s: the write did not stick (bad medium?); do not boot this slot", ErrTargetMismatch, sum, h.TargetTree)
 	}
 	return nil
+}
+
+// ctxReaderAt stops reading once ctx is done.
+type ctxReaderAt struct {
+	ctx context.Context
+	r   io.ReaderAt
+}
+
+func (c ctxReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.r.ReadAt(p, off)
 }

@@ -86,6 +86,11 @@ func Build(w io.Writer, target io.ReaderAt, targetSize int64, source io.ReaderAt
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); h.TargetHash = sha256.Sum256(b.tgt) }()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		h.TargetTree, _ = TreeHash(bytes.NewReader(b.tgt), targetSize, 1) // in memory: cannot fail
+	}()
 	if source != nil {
 		h.SourceSize = sourceSize
 		wg.Add(1)

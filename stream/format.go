@@ -105,9 +105,15 @@ type Header struct {
 	Hash Hash
 	// Version is the format version.
 	Version uint16
-	// TargetSize and TargetHash describe the image the stream produces.
+	// TargetSize and TargetHash describe the image the stream produces:
+	// TargetHash is its plain SHA-256 (what sha256sum prints), for people,
+	// tools and release metadata.
 	TargetSize int64
 	TargetHash Hash
+	// TargetTree is the image's chunked hash (see TreeHash): what Apply and
+	// Verify check, because it costs nothing on empty space and hashes on
+	// several cores.
+	TargetTree Hash
 	// SourceSize and SourceHash describe the image a delta reads; both zero
 	// for a full-image stream.
 	SourceSize int64
@@ -126,13 +132,14 @@ type Header struct {
 func (h *Header) IsDelta() bool { return h.SourceSize != 0 || !h.SourceHash.IsZero() }
 
 // maxHeaderLen bounds what ReadHeader accepts: 4096 segments.
-const maxHeaderLen = 8 + 2*(8+HashSize) + 5*4 + 4 + 4096*segmentSize
+const maxHeaderLen = 8 + 3*HashSize + 8 + HashSize + 5*4 + 8 + 4 + 4096*segmentSize
 
 // marshal encodes preamble and header and sets h.Hash and h.HeaderLen.
 func (h *Header) marshal() []byte {
 	body := make([]byte, 0, 128+len(h.Segments)*segmentSize)
 	body = binary.LittleEndian.AppendUint64(body, uint64(h.TargetSize))
 	body = append(body, h.TargetHash[:]...)
+	body = append(body, h.TargetTree[:]...)
 	body = binary.LittleEndian.AppendUint64(body, uint64(h.SourceSize))
 	body = append(body, h.SourceHash[:]...)
 	for _, v := range []uint32{h.Limits.MaxOpTarget, h.Limits.MaxWindow, h.Limits.MaxData, h.Limits.MaxPayload, h.Limits.MaxTable} {
@@ -179,7 +186,7 @@ func ReadHeader(r io.Reader) (*Header, error) {
 		return nil, &FormatError{Offset: 10, Msg: fmt.Sprintf("unknown header flags %#x", flags), Err: ErrFormat}
 	}
 	n := binary.LittleEndian.Uint32(pre[12:])
-	const fixed = 8 + HashSize + 8 + HashSize + 5*4 + 8 + 4
+	const fixed = 8 + 2*HashSize + 8 + HashSize + 5*4 + 8 + 4
 	if n < fixed || n > maxHeaderLen {
 		return nil, &FormatError{Offset: 12, Msg: fmt.Sprintf("header length %d out of range [%d, %d]", n, fixed, maxHeaderLen), Err: ErrFormat}
 	}
@@ -194,8 +201,8 @@ func ReadHeader(r io.Reader) (*Header, error) {
 	u64 := func() uint64 { v := binary.LittleEndian.Uint64(b); b = b[8:]; off += 8; return v }
 	u32 := func() uint32 { v := binary.LittleEndian.Uint32(b); b = b[4:]; off += 4; return v }
 	hash := func() (x Hash) { copy(x[:], b); b = b[HashSize:]; off += HashSize; return }
-	ts, th, ss, sh := u64(), hash(), u64(), hash()
-	h.TargetHash, h.SourceHash = th, sh
+	ts, th, tt, ss, sh := u64(), hash(), hash(), u64(), hash()
+	h.TargetHash, h.TargetTree, h.SourceHash = th, tt, sh
 	h.Limits = Limits{MaxOpTarget: u32(), MaxWindow: u32(), MaxData: u32(), MaxPayload: u32(), MaxTable: u32()}
 	streamSize := u64()
 	nseg := u32()

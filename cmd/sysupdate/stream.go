@@ -11,6 +11,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/sysupdate/sysupdate/partition"
 	"github.com/sysupdate/sysupdate/stream"
 )
 
@@ -178,7 +179,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	start := time.Now()
-	h, err := stream.Apply(ctx, in, tf, opts)
+	h, err := stream.Apply(ctx, in, fileTarget{tf, capacity > 0}, opts)
 	if err != nil {
 		return fmt.Errorf("apply: %w", err)
 	}
@@ -198,6 +199,15 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintln(stdout, ")")
 	return nil
 }
+
+// fileTarget lets Apply zero ranges cheaply: holes in a file, BLKZEROOUT
+// on a block device.
+type fileTarget struct {
+	*os.File
+	blk bool
+}
+
+func (t fileTarget) ZeroRange(off, n int64) error { return partition.ZeroRange(t.File, t.blk, off, n) }
 
 // openTarget opens an existing block device or a regular file (created if
 // missing) for writing, and returns the capacity of a block device (0 for a

@@ -212,3 +212,88 @@ func tree(t *testing.T, dir string) []string {
 	sort.Strings(names)
 	return names
 }
+
+// TestApplyToBlockDevice applies a delta and a full stream to a real block
+// device (a loop device over a file full of garbage), so that the
+// block-device paths (capacity, BLKZEROOUT for zero ops) run for real.
+func TestApplyToBlockDevice(t *testing.T) {
+	if _, err := exec.LookPath("losetup"); err != nil {
+		t.Fatalf("losetup missing: run make deps")
+	}
+	dir := t.TempDir()
+	oldPath, _, _ := images(t, dir)
+	// A new image with a long zero run, so the stream has a zero op.
+	nw, _ := os.ReadFile(oldPath)
+	copy(nw[512<<10:], make([]byte, 1<<20))
+	newPath := filepath.Join(dir, "new-zeros.img")
+	if err := os.WriteFile(newPath, nw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	backing := filepath.Join(dir, "disk")
+	garbage := bytes.Repeat([]byte{0xa5}, len(nw)+8192)
+	if err := os.WriteFile(backing, garbage, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("losetup", "--find", "--show", backing).Output()
+	if err != nil {
+		t.Fatalf("losetup (needs root, as make test runs): %v", err)
+	}
+	dev := strings.TrimSpace(string(out))
+	defer exec.Command("losetup", "-d", dev).Run()
+
+	delta, full := filepath.Join(dir, "d.sus"), filepath.Join(dir, "f.sus")
+	for _, args := range [][]string{{"delta", "--from", oldPath, "--to", newPath, "-o", delta}, {"delta", "--to", newPath, "-o", full}} {
+		if out, err := runCmd(t, args...); err != nil {
+			t.Fatalf("%v: %v\n%s", args, err, out)
+		}
+	}
+	info, err := stream.Inspect(context.Background(), mustOpen(t, delta))
+	if err != nil || info.Ops[stream.OpZero] == 0 {
+		t.Fatalf("the delta has no zero op (%v): the test would not exercise BLKZEROOUT", err)
+	}
+	for _, c := range [][]string{
+		{"apply", "--source", oldPath, "--target", dev, delta},
+		{"apply", "--target", dev, full},
+	} {
+		if err := os.WriteFile(backing, garbage, 0o644); err != nil { // garbage again
+			t.Fatal(err)
+		}
+		exec.Command("blockdev", "--flushbufs", dev).Run()
+		if out, err := runCmd(t, c...); err != nil {
+			t.Fatalf("%v: %v\n%s", c, err, out)
+		}
+		f := mustOpen(t, dev)
+		got := make([]byte, len(nw)+8192)
+		if _, err := f.ReadAt(got, 0); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got[:len(nw)], nw) {
+			t.Fatalf("%v: the block device does not hold the new image", c)
+		}
+		if !bytes.Equal(got[len(nw):], garbage[len(nw):]) {
+			t.Fatalf("%v: bytes past the image were touched", c)
+		}
+	}
+	// A target smaller than the image is refused before anything is written.
+	small := filepath.Join(dir, "small")
+	os.WriteFile(small, make([]byte, 4096), 0o644)
+	sout, err := exec.Command("losetup", "--find", "--show", small).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sdev := strings.TrimSpace(string(sout))
+	defer exec.Command("losetup", "-d", sdev).Run()
+	if _, err := runCmd(t, "apply", "--target", sdev, full); !errors.Is(err, stream.ErrTargetTooSmall) {
+		t.Fatalf("apply to a 4 KiB device: want ErrTargetTooSmall, got %v", err)
+	}
+}
+
+func mustOpen(t *testing.T, path string) *os.File {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
