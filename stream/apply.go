@@ -89,6 +89,15 @@ func Apply(ctx context.Context, r io.Reader, target io.WriterAt, opts ApplyOptio
 				}
 			}
 			th.Zeros(o.TargetLen)
+		} else if o.Type == OpCopy && o.TargetLen == treeChunk && o.TargetOff%treeChunk == 0 && len(o.Extents) == 1 {
+			// out is the source window whose SHA-256 was just checked
+			// against o.SourceHash: that is this chunk's tree hash.
+			if _, err := target.WriteAt(out, o.TargetOff); err != nil {
+				return &OpError{Op: i, Offset: o.TargetOff, Fault: FaultTarget, Err: fmt.Errorf("write: %w", err)}
+			}
+			if !th.Chunk(o.SourceHash) {
+				th.Write(out)
+			}
 		} else {
 			if _, err := target.WriteAt(out, o.TargetOff); err != nil {
 				return &OpError{Op: i, Offset: o.TargetOff, Fault: FaultTarget, Err: fmt.Errorf("write: %w", err)}

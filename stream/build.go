@@ -236,8 +236,10 @@ func (b *builder) plan(delta bool) {
 		case blkZero:
 			b.jobs = append(b.jobs, job{op: Op{Type: OpZero, TargetOff: int64(off), TargetLen: int64(end - off)}})
 		default:
-			for p := off; p < end; p += max {
-				e := min(p+max, end)
+			// Cut at multiples of the op size from the image start, so
+			// that copy ops line up with tree-hash chunks (see treeChunk).
+			for p, e := off, 0; p < end; p = e {
+				e = min((p/max+1)*max, end)
 				o := Op{Type: OpData, TargetOff: int64(p), TargetLen: int64(e - p)}
 				if c == blkSame {
 					o.Type = OpCopy

@@ -15,12 +15,14 @@ import (
 //
 //	SHA-256("sysupdate tree v1\x00" || u64le(size) || SHA-256(chunk 0) || SHA-256(chunk 1) || ...)
 //
-// over 1 MiB chunks of the image from offset 0 (the last one may be
-// shorter). It binds the image as firmly as a plain SHA-256, but an
+// over 512 KiB chunks of the image from offset 0 (the last one may be
+// shorter); 512 KiB is also the default op size, so a copy op that covers
+// one aligned chunk has already had exactly that chunk's hash checked (as
+// its source hash) and the applier reuses it. It binds the image as firmly as a plain SHA-256, but an
 // all-zero chunk costs one cached hash instead of 1 MiB of hashing, and
 // chunks can be hashed on several cores. Images are mostly empty space: on
 // the public pair this saves two thirds of the hashing.
-const treeChunk = 1 << 20
+const treeChunk = 512 << 10
 
 var treePrefix = []byte("sysupdate tree v1\x00")
 
@@ -62,6 +64,16 @@ func (t *treeHasher) endChunk() {
 	t.outer.Write(s[:])
 	t.cur.Reset()
 	t.fill = 0
+}
+
+// Chunk adds a whole chunk by its hash; the hasher must be at a chunk
+// boundary (it reports false, and adds nothing, otherwise).
+func (t *treeHasher) Chunk(h Hash) bool {
+	if t.fill != 0 {
+		return false
+	}
+	t.outer.Write(h[:])
+	return true
 }
 
 // Zeros hashes n zero bytes; whole chunks cost nothing.

@@ -13,8 +13,8 @@ func refTree(b []byte) Hash {
 	var all []byte
 	all = append(all, "sysupdate tree v1\x00"...)
 	all = binary.LittleEndian.AppendUint64(all, uint64(len(b)))
-	for off := 0; off < len(b); off += 1 << 20 {
-		s := sha256.Sum256(b[off:min(off+1<<20, len(b))])
+	for off := 0; off < len(b); off += 512 << 10 {
+		s := sha256.Sum256(b[off:min(off+512<<10, len(b))])
 		all = append(all, s[:]...)
 	}
 	return sha256.Sum256(all)

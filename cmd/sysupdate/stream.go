@@ -129,10 +129,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Usage()
 		return usageError("apply needs --target OUT and one STREAM (or - for stdin)")
 	}
-	// The applier's buffers are bounded by the stream's declared limits;
-	// keep the Go heap close to them so the whole process stays small.
-	debug.SetGCPercent(20)
-	debug.SetMemoryLimit(8 << 20)
+	applyMemorySettings()
 	opts := stream.ApplyOptions{MaxStreamSize: *maxSize}
 	if *expect != "" {
 		var hsh stream.Hash
@@ -198,6 +195,16 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintln(stdout, ")")
 	return nil
+}
+
+// applyMemorySettings tunes the garbage collector for applying a stream.
+// The applier's buffers are bounded by the stream's declared limits (about
+// 4 MiB); collecting only when the Go runtime's memory nears 10 MiB keeps
+// the whole process well under 16 MiB without a collector that runs all the
+// time (which cost a third of the apply time on the public pair).
+func applyMemorySettings() {
+	debug.SetGCPercent(-1)
+	debug.SetMemoryLimit(10 << 20)
 }
 
 // fileTarget lets Apply zero ranges cheaply: holes in a file, BLKZEROOUT

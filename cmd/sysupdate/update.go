@@ -186,6 +186,7 @@ func runUpdate(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	asJSON := fs.Bool("json", false, "print the outcome as JSON on stdout")
 	lockPath := fs.String("lock", "/run/sysupdate.lock", "lock file that keeps two updates from running at once")
 	tries := fs.Int("tries", bootloaders.DefaultTries, "trial boots granted to the new slot")
+	applyMemorySettings()
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
