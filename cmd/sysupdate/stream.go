@@ -140,15 +140,11 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		opts.ExpectHeader = &hsh
 	}
-	in := stdin
-	if pos[0] != "-" {
-		f, err := os.Open(pos[0])
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		in = f
+	in, closeIn, err := openStream(pos[0])
+	if err != nil {
+		return err
 	}
+	defer closeIn()
 	if *source != "" {
 		sf, _, err := openImage(*source)
 		if err != nil {
@@ -195,6 +191,18 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintln(stdout, ")")
 	return nil
+}
+
+// openStream opens a stream file, or stdin for "-".
+func openStream(arg string) (io.Reader, func() error, error) {
+	if arg == "-" {
+		return stdin, func() error { return nil }, nil
+	}
+	f, err := os.Open(arg)
+	if err != nil {
+		return nil, nil, err
+	}
+	return f, f.Close, nil
 }
 
 // applyMemorySettings tunes the garbage collector for applying a stream.
@@ -251,15 +259,11 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fs.Usage()
 		return usageError("inspect needs one STREAM (or - for stdin)")
 	}
-	in := stdin
-	if pos[0] != "-" {
-		f, err := os.Open(pos[0])
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		in = f
+	in, closeIn, err := openStream(pos[0])
+	if err != nil {
+		return err
 	}
+	defer closeIn()
 	info, err := stream.Inspect(ctx, in)
 	if err != nil {
 		return fmt.Errorf("inspect: %w", err)
