@@ -59,13 +59,13 @@ func runCmd(t *testing.T, name string, args ...string) {
 	}
 }
 
-// grubImage builds a disk image with an MBR, one EFI system partition
-// (type 0xEF) formatted FAT16 by mformat, and GRUB as EFI/BOOT/BOOTX64.EFI
-// with the shipped grub.cfg in its memdisk.
-func grubImage(t *testing.T, dir string) string {
+// grubEFI builds a standalone x86_64 GRUB (BOOTX64.EFI in dir) whose memdisk
+// holds embedCfg as its grub.cfg and the shipped bootloaders/grub/grub.cfg
+// as sysupdate.cfg; modules are preloaded on top of what every test needs.
+func grubEFI(t *testing.T, dir, embedCfg, modules string) string {
 	t.Helper()
 	cfg := filepath.Join(dir, "embed.cfg")
-	if err := os.WriteFile(cfg, []byte(grubEmbedCfg), 0o644); err != nil {
+	if err := os.WriteFile(cfg, []byte(embedCfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	shipped, err := filepath.Abs("../bootloaders/grub/grub.cfg")
@@ -74,9 +74,18 @@ func grubImage(t *testing.T, dir string) string {
 	}
 	efi := filepath.Join(dir, "BOOTX64.EFI")
 	runCmd(t, "grub-mkstandalone", "-O", "x86_64-efi", "-o", efi, "--locales=", "--fonts=", "--themes=",
-		"--install-modules=part_msdos fat loadenv echo test halt eval configfile",
-		"--modules=part_msdos fat",
+		"--install-modules="+modules+" loadenv echo test halt eval configfile",
+		"--modules="+modules,
 		"boot/grub/grub.cfg="+cfg, "sysupdate.cfg="+shipped)
+	return efi
+}
+
+// grubImage builds a disk image with an MBR, one EFI system partition
+// (type 0xEF) formatted FAT16 by mformat, and GRUB as EFI/BOOT/BOOTX64.EFI
+// with the shipped grub.cfg in its memdisk.
+func grubImage(t *testing.T, dir string) string {
+	t.Helper()
+	efi := grubEFI(t, dir, grubEmbedCfg, "part_msdos fat")
 
 	img := filepath.Join(dir, "disk.img")
 	disk := make([]byte, 512)

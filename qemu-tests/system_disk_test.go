@@ -168,20 +168,20 @@ func espPath(disk string) string {
 // systemEmbedCfg in its memdisk.
 func systemGRUB(t *testing.T, dir string) string {
 	t.Helper()
-	cfg := filepath.Join(dir, "embed.cfg")
-	if err := os.WriteFile(cfg, []byte(systemEmbedCfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	shipped, err := filepath.Abs("../bootloaders/grub/grub.cfg")
-	if err != nil {
-		t.Fatal(err)
-	}
-	efi := filepath.Join(dir, "BOOTX64.EFI")
-	runCmd(t, "grub-mkstandalone", "-O", "x86_64-efi", "-o", efi, "--locales=", "--fonts=", "--themes=",
-		"--install-modules=part_gpt fat ext2 linux boot loadenv echo test halt eval configfile",
-		"--modules=part_gpt fat ext2",
-		"boot/grub/grub.cfg="+cfg, "sysupdate.cfg="+shipped)
-	return efi
+	return grubEFI(t, dir, systemEmbedCfg, "part_gpt fat ext2 linux boot")
+}
+
+// systemESP partitions disk with systemLayout and formats its ESP with GRUB
+// as EFI/BOOT/BOOTX64.EFI and an empty e2e/ folder; it returns the mtools
+// spelling of the ESP.
+func systemESP(t *testing.T, dir, disk string) string {
+	t.Helper()
+	partitionDisk(t, disk, systemLayout)
+	esp := espPath(disk)
+	runCmd(t, "mformat", "-i", esp, "-v", "ESP", "::")
+	runCmd(t, "mmd", "-i", esp, "::/EFI", "::/EFI/BOOT", "::/e2e")
+	runCmd(t, "mcopy", "-i", esp, systemGRUB(t, dir), "::/EFI/BOOT/BOOTX64.EFI")
+	return esp
 }
 
 var (

@@ -139,11 +139,7 @@ func firstValue(kv string) string {
 func systemDisk(t *testing.T, dir, slotA string) string {
 	t.Helper()
 	disk := filepath.Join(dir, "disk.img")
-	partitionDisk(t, disk, systemLayout)
-	esp := espPath(disk)
-	runCmd(t, "mformat", "-i", esp, "-v", "ESP", "::")
-	runCmd(t, "mmd", "-i", esp, "::/EFI", "::/EFI/BOOT", "::/e2e")
-	runCmd(t, "mcopy", "-i", esp, systemGRUB(t, dir), "::/EFI/BOOT/BOOTX64.EFI")
+	esp := systemESP(t, dir, disk)
 	env := filepath.Join(dir, "grubenv")
 	if err := os.WriteFile(env, grub.NewEnv().Bytes(), 0o644); err != nil {
 		t.Fatal(err)

@@ -38,11 +38,7 @@ slot.rootfs.b = PARTLABEL=rootfs_b
 func factoryDisk(t *testing.T, dir, bin string, p *publisher) string {
 	t.Helper()
 	disk := filepath.Join(dir, "disk.img")
-	partitionDisk(t, disk, systemLayout)
-	esp := espPath(disk)
-	runCmd(t, "mformat", "-i", esp, "-v", "ESP", "::")
-	runCmd(t, "mmd", "-i", esp, "::/EFI", "::/EFI/BOOT", "::/e2e")
-	runCmd(t, "mcopy", "-i", esp, systemGRUB(t, dir), "::/EFI/BOOT/BOOTX64.EFI")
+	esp := systemESP(t, dir, disk)
 
 	fac := filepath.Join(dir, "factory")
 	data := filepath.Join(fac, "data")
