@@ -30,7 +30,7 @@ import (
 	"time"
 
 	"github.com/sysupdate/sysupdate/fetch"
-	"github.com/sysupdate/sysupdate/repo"
+	"github.com/sysupdate/sysupdate/manifest"
 	"github.com/sysupdate/sysupdate/stream"
 	"github.com/sysupdate/sysupdate/trust"
 )
@@ -118,7 +118,7 @@ func New(cfg Config, op Opener) (*Client, error) {
 			return nil, fmt.Errorf("client: no %s configured", f.name)
 		}
 	}
-	if !repo.ValidName(cfg.Channel) {
+	if !manifest.ValidName(cfg.Channel) {
 		return nil, fmt.Errorf("client: channel name %q is invalid", cfg.Channel)
 	}
 	b, err := os.ReadFile(cfg.MasterKeys)
@@ -149,7 +149,7 @@ type Plan struct {
 	SignedBy  string `json:"signed_by"`
 	Installed uint64 `json:"installed"`
 	// Release is the release to install, nil when up to date.
-	Release *repo.Release `json:"release,omitempty"`
+	Release *manifest.Release `json:"release,omitempty"`
 	// Images are the streams to fetch, one per image of Release.
 	Images []ImagePlan `json:"images,omitempty"`
 	// Reasons explain the decision, one line per release considered.
@@ -162,22 +162,22 @@ type ImagePlan struct {
 	// URL is absolute (resolved against the index URL).
 	URL string `json:"url"`
 	// Size and Header pin the stream.
-	Size   int64     `json:"size"`
-	Header repo.Hash `json:"header"`
+	Size   int64         `json:"size"`
+	Header manifest.Hash `json:"header"`
 	// Delta is true for a delta from version From, whose image must have
 	// SourceSize bytes hashing to SourceSHA256 (the active slot).
-	Delta        bool      `json:"delta"`
-	From         uint64    `json:"from,omitempty"`
-	SourceSize   int64     `json:"source_size,omitempty"`
-	SourceSHA256 repo.Hash `json:"source_sha256,omitzero"`
+	Delta        bool          `json:"delta"`
+	From         uint64        `json:"from,omitempty"`
+	SourceSize   int64         `json:"source_size,omitempty"`
+	SourceSHA256 manifest.Hash `json:"source_sha256,omitzero"`
 	// TargetSize and TargetSHA256 describe the resulting image.
-	TargetSize   int64     `json:"target_size"`
-	TargetSHA256 repo.Hash `json:"target_sha256"`
+	TargetSize   int64         `json:"target_size"`
+	TargetSHA256 manifest.Hash `json:"target_sha256"`
 	// FullURL, FullSize and FullHeader are the full-image stream, the
 	// fallback when a delta's source does not match.
-	FullURL    string    `json:"full_url"`
-	FullSize   int64     `json:"full_size"`
-	FullHeader repo.Hash `json:"full_header"`
+	FullURL    string        `json:"full_url"`
+	FullSize   int64         `json:"full_size"`
+	FullHeader manifest.Hash `json:"full_header"`
 }
 
 // Check fetches and verifies the chain and the channel index, records the
@@ -243,8 +243,8 @@ func (c *Client) Check(ctx context.Context) (*Plan, error) {
 			return nil, err
 		}
 	}
-	indexURL := c.resolve(repo.IndexPath(c.cfg.Channel))
-	ib, err := c.get(ctx, indexURL, repo.MaxIndexSize, false)
+	indexURL := c.resolve(manifest.IndexPath(c.cfg.Channel))
+	ib, err := c.get(ctx, indexURL, manifest.MaxIndexSize, false)
 	if err != nil {
 		return nil, err
 	}
@@ -261,7 +261,7 @@ func (c *Client) Check(ctx context.Context) (*Plan, error) {
 			return nil, fmt.Errorf("client: key %s was revoked by an earlier revocation list this device accepted: %w", fp, trust.ErrRevoked)
 		}
 	}
-	idx, err := repo.ParseIndex(indexURL, ib)
+	idx, err := manifest.ParseIndex(indexURL, ib)
 	if err != nil {
 		return nil, fmt.Errorf("client: %w: %v", trust.ErrBadSignature, err) // signed garbage: the publisher is broken
 	}
@@ -313,8 +313,8 @@ func (c *Client) Check(ctx context.Context) (*Plan, error) {
 }
 
 // choose picks the release to install per the policy in the package doc.
-func (c *Client) choose(idx *repo.Index, installed uint64, plan *Plan) (*repo.Release, error) {
-	var rels []*repo.Release
+func (c *Client) choose(idx *manifest.Index, installed uint64, plan *Plan) (*manifest.Release, error) {
+	var rels []*manifest.Release
 	models := map[string]bool{}
 	for i := range idx.Releases {
 		r := &idx.Releases[i]
@@ -333,7 +333,7 @@ func (c *Client) choose(idx *repo.Index, installed uint64, plan *Plan) (*repo.Re
 	}
 	sort.Slice(rels, func(i, j int) bool { return rels[i].Version > rels[j].Version })
 	floor := max(idx.Floor, c.cfg.Floor)
-	var chosen *repo.Release
+	var chosen *manifest.Release
 	if c.cfg.Version != 0 {
 		for _, r := range rels {
 			if r.Version == c.cfg.Version {
@@ -397,7 +397,7 @@ func (c *Client) choose(idx *repo.Index, installed uint64, plan *Plan) (*repo.Re
 }
 
 // inPhase reports whether this device falls in r's rollout percentage.
-func (c *Client) inPhase(r *repo.Release) bool {
+func (c *Client) inPhase(r *manifest.Release) bool {
 	if r.Phased >= 100 {
 		return true
 	}
@@ -498,7 +498,7 @@ func (c *Client) Download(ctx context.Context, img ImagePlan, target io.WriterAt
 	default:
 		return nil, fmt.Errorf("client: %s: %w", img.URL, err)
 	}
-	if h.TargetSize != img.TargetSize || repo.Hash(h.TargetHash) != img.TargetSHA256 {
+	if h.TargetSize != img.TargetSize || manifest.Hash(h.TargetHash) != img.TargetSHA256 {
 		return nil, fmt.Errorf("client: %s produced %d bytes %s, the index says %d bytes %s: %w", img.URL, h.TargetSize, h.TargetHash, img.TargetSize, img.TargetSHA256, ErrStreamMismatch)
 	}
 	return h, nil

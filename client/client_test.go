@@ -16,7 +16,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sysupdate/sysupdate/atomicfile"
 	"github.com/sysupdate/sysupdate/fetch"
+	"github.com/sysupdate/sysupdate/manifest"
 	"github.com/sysupdate/sysupdate/repo"
 	"github.com/sysupdate/sysupdate/trust"
 )
@@ -66,10 +68,10 @@ func writeChain(dir string, master *trust.Key, signing []*trust.Key, revoked []t
 		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
 			return err
 		}
-		if err := repo.WriteFile(full, b, 0o644); err != nil {
+		if err := atomicfile.WriteFile(full, b, 0o644); err != nil {
 			return err
 		}
-		if err := repo.WriteFile(full+trust.SigSuffix, sig, 0o644); err != nil {
+		if err := atomicfile.WriteFile(full+trust.SigSuffix, sig, 0o644); err != nil {
 			return err
 		}
 	}
@@ -440,7 +442,7 @@ func TestEndlessDataStream(t *testing.T) {
 
 func TestEndlessDataIndex(t *testing.T) {
 	d := newDevice(t)
-	d.write(d.path("channels/stable/index.json"), bytes.Repeat([]byte(" "), repo.MaxIndexSize+1))
+	d.write(d.path("channels/stable/index.json"), bytes.Repeat([]byte(" "), manifest.MaxIndexSize+1))
 	d.refused(ErrStreamSize)
 }
 

@@ -9,7 +9,7 @@ import (
 	"sort"
 	"time"
 
-	"github.com/sysupdate/sysupdate/repo"
+	"github.com/sysupdate/sysupdate/atomicfile"
 )
 
 // State is what a device remembers between checks, so that a repository
@@ -99,7 +99,7 @@ func (s *State) Save(path string) error {
 	if err != nil {
 		return err
 	}
-	if err := repo.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+	if err := atomicfile.WriteFile(path, append(b, '\n'), 0o644); err != nil {
 		return fmt.Errorf("client: save state: %w", err)
 	}
 	return nil

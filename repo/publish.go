@@ -1,3 +1,7 @@
+// Package repo is the publisher side of sysupdate: the operations that
+// change an update repository (publish a release, promote it to another
+// channel with phasing, re-sign). The repository layout and the index
+// schema it writes are package manifest's, shared with the device.
 package repo
 
 import (
@@ -12,6 +16,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/sysupdate/sysupdate/atomicfile"
+	"github.com/sysupdate/sysupdate/manifest"
 	"github.com/sysupdate/sysupdate/stream"
 	"github.com/sysupdate/sysupdate/trust"
 )
@@ -98,7 +104,7 @@ type PublishRequest struct {
 // Result says what an operation changed.
 type Result struct {
 	// Index is the channel's index as it is now on disk.
-	Index *Index
+	Index *manifest.Index
 	// Changed is false when the operation found nothing to do (an
 	// idempotent re-run) and left the repository untouched.
 	Changed bool
@@ -118,7 +124,7 @@ type Result struct {
 // at most some unreferenced streams. A client that reads between the two
 // renames sees a signature mismatch and retries later.
 func Publish(ctx context.Context, o Options, req PublishRequest) (*Result, error) {
-	if !ValidName(req.Channel) {
+	if !manifest.ValidName(req.Channel) {
 		return nil, fmt.Errorf("repo: channel name %q is invalid (use letters, digits, . _ -)", req.Channel)
 	}
 	if req.Version == 0 {
@@ -139,10 +145,10 @@ func Publish(ctx context.Context, o Options, req PublishRequest) (*Result, error
 		return nil, err
 	}
 	// Describe the images once: size and hash.
-	var imgs []Image
+	var imgs []manifest.Image
 	names := map[string]bool{}
 	for _, f := range req.Images {
-		if !ValidName(f.Name) || names[f.Name] {
+		if !manifest.ValidName(f.Name) || names[f.Name] {
 			return nil, fmt.Errorf("repo: image name %q (from %s) is invalid or given twice", f.Name, f.Path)
 		}
 		names[f.Name] = true
@@ -153,15 +159,15 @@ func Publish(ctx context.Context, o Options, req PublishRequest) (*Result, error
 		if size == 0 {
 			return nil, fmt.Errorf("repo: image %s is empty", f.Path)
 		}
-		imgs = append(imgs, Image{Name: f.Name, Size: size, SHA256: sum})
+		imgs = append(imgs, manifest.Image{Name: f.Name, Size: size, SHA256: sum})
 	}
 	res := &Result{Index: idx}
 	now := o.now()
 	for _, model := range req.Models {
-		if !ValidName(model) {
+		if !manifest.ValidName(model) {
 			return nil, fmt.Errorf("repo: model name %q is invalid", model)
 		}
-		want := Release{Version: req.Version, Label: req.Label, Model: model, Published: now, Phased: phased, Images: append([]Image(nil), imgs...)}
+		want := manifest.Release{Version: req.Version, Label: req.Label, Model: model, Published: now, Phased: phased, Images: append([]manifest.Image(nil), imgs...)}
 		if old := idx.Find(req.Version, model); old != nil {
 			if !old.SameContent(&want) {
 				return nil, fmt.Errorf("%w: version %d for %s in channel %s; pick a new build number", ErrVersionExists, req.Version, model, req.Channel)
@@ -205,7 +211,7 @@ func Publish(ctx context.Context, o Options, req PublishRequest) (*Result, error
 // o.Deltas releases of rel.Model in idx that are not there yet. The source
 // image is rebuilt from its full stream (stream.Apply into a temporary
 // file), so the repository never stores raw images.
-func addDeltas(ctx context.Context, o *Options, idx *Index, rel *Release, res *Result) error {
+func addDeltas(ctx context.Context, o *Options, idx *manifest.Index, rel *manifest.Release, res *Result) error {
 	if o.Deltas <= 0 {
 		return nil
 	}
@@ -239,7 +245,7 @@ func addDeltas(ctx context.Context, o *Options, idx *Index, rel *Release, res *R
 			if err != nil {
 				return err
 			}
-			im.Deltas = append(im.Deltas, Delta{From: old.Version, SourceSize: oi.Size, SourceSHA256: oi.SHA256, Stream: s})
+			im.Deltas = append(im.Deltas, manifest.Delta{From: old.Version, SourceSize: oi.Size, SourceSHA256: oi.SHA256, Stream: s})
 			res.Streams = append(res.Streams, streamPath(rel.Model, im.Name, rel.Version, old.Version))
 			if err := os.Remove(srcPath); err != nil {
 				return fmt.Errorf("repo: %w", err)
@@ -260,18 +266,18 @@ func streamPath(model, image string, v, from uint64) string {
 
 // buildStream writes a full (srcPath == "") or delta stream into place and
 // returns its index entry (URL relative to channels/CH/index.json).
-func buildStream(ctx context.Context, dir, model, image string, v, from uint64, targetPath, srcPath string) (Stream, error) {
+func buildStream(ctx context.Context, dir, model, image string, v, from uint64, targetPath, srcPath string) (manifest.Stream, error) {
 	if err := ctx.Err(); err != nil {
-		return Stream{}, err
+		return manifest.Stream{}, err
 	}
 	rel := streamPath(model, image, v, from)
 	dst := filepath.Join(dir, filepath.FromSlash(rel))
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return Stream{}, fmt.Errorf("repo: %w", err)
+		return manifest.Stream{}, fmt.Errorf("repo: %w", err)
 	}
 	target, tsize, err := openSized(targetPath)
 	if err != nil {
-		return Stream{}, err
+		return manifest.Stream{}, err
 	}
 	defer target.Close()
 	var source io.ReaderAt
@@ -279,33 +285,33 @@ func buildStream(ctx context.Context, dir, model, image string, v, from uint64, 
 	if srcPath != "" {
 		s, n, err := openSized(srcPath)
 		if err != nil {
-			return Stream{}, err
+			return manifest.Stream{}, err
 		}
 		defer s.Close()
 		source, ssize = s, n
 	}
 	var h *stream.Header
-	err = writeAtomic(dst, 0o644, func(w io.Writer) error {
+	err = atomicfile.Write(dst, 0o644, func(w io.Writer) error {
 		var err error
 		h, _, err = stream.Build(w, target, tsize, source, ssize, stream.BuildOptions{})
 		return err
 	})
 	if err != nil {
-		return Stream{}, fmt.Errorf("repo: build %s from %s: %w", rel, targetPath, err)
+		return manifest.Stream{}, fmt.Errorf("repo: build %s from %s: %w", rel, targetPath, err)
 	}
 	st, err := os.Stat(dst)
 	if err != nil {
-		return Stream{}, fmt.Errorf("repo: %w", err)
+		return manifest.Stream{}, fmt.Errorf("repo: %w", err)
 	}
 	if st.Size() != h.StreamSize {
-		return Stream{}, fmt.Errorf("repo: %s: wrote %d bytes but the header says %d", rel, st.Size(), h.StreamSize)
+		return manifest.Stream{}, fmt.Errorf("repo: %s: wrote %d bytes but the header says %d", rel, st.Size(), h.StreamSize)
 	}
-	return Stream{URL: "../../" + rel, Size: h.StreamSize, Header: Hash(h.Hash)}, nil
+	return manifest.Stream{URL: "../../" + rel, Size: h.StreamSize, Header: manifest.Hash(h.Hash)}, nil
 }
 
 // rebuildImage applies an image's full stream from the repository into a
 // new file at dst and checks the result against the index.
-func rebuildImage(ctx context.Context, dir, model string, v uint64, im *Image, dst string) error {
+func rebuildImage(ctx context.Context, dir, model string, v uint64, im *manifest.Image, dst string) error {
 	rel := streamPath(model, im.Name, v, 0)
 	src := filepath.Join(dir, filepath.FromSlash(rel))
 	r, err := os.Open(src)
@@ -323,7 +329,7 @@ func rebuildImage(ctx context.Context, dir, model string, v uint64, im *Image, d
 	if err != nil {
 		return fmt.Errorf("repo: rebuild %s version %d from %s: %w", im.Name, v, rel, err)
 	}
-	if h.TargetSize != im.Size || Hash(h.TargetHash) != im.SHA256 {
+	if h.TargetSize != im.Size || manifest.Hash(h.TargetHash) != im.SHA256 {
 		return fmt.Errorf("repo: %s produces %d bytes %x, the index says %d bytes %s", rel, h.TargetSize, h.TargetHash, im.Size, im.SHA256)
 	}
 	return nil
@@ -346,7 +352,7 @@ type PromoteRequest struct {
 // nothing; with another phase it updates the percentage (how a staged
 // rollout widens). Crash safety is as for Publish.
 func Promote(ctx context.Context, o Options, req PromoteRequest) (*Result, error) {
-	if !ValidName(req.From) || !ValidName(req.To) || req.From == req.To {
+	if !manifest.ValidName(req.From) || !manifest.ValidName(req.To) || req.From == req.To {
 		return nil, fmt.Errorf("repo: promote needs two different valid channel names, got %q and %q", req.From, req.To)
 	}
 	if req.Phased < -1 || req.Phased > 100 {
@@ -390,9 +396,9 @@ func Promote(ctx context.Context, o Options, req PromoteRequest) (*Result, error
 		if req.Phased >= 0 {
 			rel.Phased = req.Phased
 		}
-		rel.Images = make([]Image, len(r.Images))
+		rel.Images = make([]manifest.Image, len(r.Images))
 		for i, im := range r.Images {
-			im.Deltas = append([]Delta(nil), im.Deltas...)
+			im.Deltas = append([]manifest.Delta(nil), im.Deltas...)
 			rel.Images[i] = im
 		}
 		if err := addDeltas(ctx, &o, to, &rel, res); err != nil {
@@ -432,19 +438,19 @@ func Resign(o Options, channel string) (*Result, error) {
 // LoadIndex reads a channel's index from the repository without checking
 // its signature (the publisher trusts its own disk). A missing index gives
 // an empty one (Generated zero).
-func LoadIndex(dir, channel string) (*Index, error) {
-	if !ValidName(channel) {
+func LoadIndex(dir, channel string) (*manifest.Index, error) {
+	if !manifest.ValidName(channel) {
 		return nil, fmt.Errorf("repo: channel name %q is invalid", channel)
 	}
-	p := filepath.Join(dir, filepath.FromSlash(IndexPath(channel)))
+	p := filepath.Join(dir, filepath.FromSlash(manifest.IndexPath(channel)))
 	b, err := os.ReadFile(p)
 	if errors.Is(err, os.ErrNotExist) {
-		return &Index{Schema: Schema, Channel: channel, Releases: []Release{}}, nil
+		return &manifest.Index{Schema: manifest.Schema, Channel: channel, Releases: []manifest.Release{}}, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("repo: %w", err)
 	}
-	idx, err := ParseIndex(p, b)
+	idx, err := manifest.ParseIndex(p, b)
 	if err != nil {
 		return nil, err
 	}
@@ -455,7 +461,7 @@ func LoadIndex(dir, channel string) (*Index, error) {
 }
 
 // writeIndex stamps, signs and writes idx.
-func writeIndex(o *Options, idx *Index) error {
+func writeIndex(o *Options, idx *manifest.Index) error {
 	if o.Key == nil {
 		return errors.New("repo: no signing key given")
 	}
@@ -483,68 +489,17 @@ func writeIndex(o *Options, idx *Index) error {
 	if err != nil {
 		return err
 	}
-	p := filepath.Join(o.Dir, filepath.FromSlash(IndexPath(idx.Channel)))
+	p := filepath.Join(o.Dir, filepath.FromSlash(manifest.IndexPath(idx.Channel)))
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 		return fmt.Errorf("repo: %w", err)
 	}
-	if err := WriteFile(p, b, 0o644); err != nil {
+	if err := atomicfile.WriteFile(p, b, 0o644); err != nil {
 		return err
 	}
-	if err := WriteFile(p+trust.SigSuffix, sig, 0o644); err != nil {
+	if err := atomicfile.WriteFile(p+trust.SigSuffix, sig, 0o644); err != nil {
 		return err
 	}
-	o.logf("signed %s (generated %s, expires %s) with %s", IndexPath(idx.Channel), idx.Generated.Format(time.RFC3339), idx.Expires.Format(time.RFC3339), o.Key.Fingerprint())
-	return nil
-}
-
-// WriteFile writes data to path atomically: a temporary file in the same
-// directory, fsync, rename, fsync of the directory. When it returns nil
-// the new content is durable; on error or a crash the old content (or no
-// file) remains, plus possibly a stray ".tmp-*" file.
-func WriteFile(path string, data []byte, perm os.FileMode) error {
-	return writeAtomic(path, perm, func(w io.Writer) error {
-		_, err := w.Write(data)
-		return err
-	})
-}
-
-func writeAtomic(dst string, perm os.FileMode, fill func(io.Writer) error) error {
-	f, err := os.CreateTemp(filepath.Dir(dst), ".tmp-"+filepath.Base(dst)+"-*")
-	if err != nil {
-		return fmt.Errorf("repo: %w", err)
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if err := fill(f); err != nil {
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		return fmt.Errorf("repo: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		return fmt.Errorf("repo: sync %s: %w", tmp, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("repo: %w", err)
-	}
-	if err := os.Rename(tmp, dst); err != nil {
-		return fmt.Errorf("repo: %w", err)
-	}
-	ok = true
-	d, err := os.Open(filepath.Dir(dst))
-	if err != nil {
-		return fmt.Errorf("repo: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("repo: sync directory of %s: %w", dst, err)
-	}
+	o.logf("signed %s (generated %s, expires %s) with %s", manifest.IndexPath(idx.Channel), idx.Generated.Format(time.RFC3339), idx.Expires.Format(time.RFC3339), o.Key.Fingerprint())
 	return nil
 }
 
@@ -561,18 +516,18 @@ func openSized(p string) (*os.File, int64, error) {
 	return f, st.Size(), nil
 }
 
-func hashFile(p string) (int64, Hash, error) {
+func hashFile(p string) (int64, manifest.Hash, error) {
 	f, err := os.Open(p)
 	if err != nil {
-		return 0, Hash{}, fmt.Errorf("repo: image: %w", err)
+		return 0, manifest.Hash{}, fmt.Errorf("repo: image: %w", err)
 	}
 	defer f.Close()
 	h := sha256.New()
 	n, err := io.Copy(h, f)
 	if err != nil {
-		return 0, Hash{}, fmt.Errorf("repo: read image %s at offset %d: %w", p, n, err)
+		return 0, manifest.Hash{}, fmt.Errorf("repo: read image %s at offset %d: %w", p, n, err)
 	}
-	var sum Hash
+	var sum manifest.Hash
 	copy(sum[:], h.Sum(nil))
 	return n, sum, nil
 }

@@ -12,97 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sysupdate/sysupdate/manifest"
 	"github.com/sysupdate/sysupdate/stream"
 	"github.com/sysupdate/sysupdate/trust"
 )
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-
-func h(s string) Hash { return Hash(sha256.Sum256([]byte(s))) }
-
-// synthetic returns a valid index with made-up hashes: the index logic is
-// tested without streams.
-func synthetic() *Index {
-	st := func(u string) Stream { return Stream{URL: u, Size: 100, Header: h(u)} }
-	return &Index{Schema: 1, Channel: "stable", Generated: t0, Expires: t0.Add(time.Hour), Releases: []Release{
-		{Version: 1, Model: "rpi4", Published: t0, Phased: 100, Images: []Image{{Name: "rootfs", Size: 4096, SHA256: h("r1"), Full: st("../../streams/rpi4/rootfs/1.sus")}}},
-		{Version: 2, Model: "rpi4", Published: t0, Phased: 50, Images: []Image{
-			{Name: "rootfs", Size: 4096, SHA256: h("r2"), Full: st("../../streams/rpi4/rootfs/2.sus"),
-				Deltas: []Delta{{From: 1, SourceSize: 4096, SourceSHA256: h("r1"), Stream: st("../../streams/rpi4/rootfs/2-from-1.sus")}}},
-			{Name: "boot", Size: 512, SHA256: h("b2"), Full: st("../../streams/rpi4/boot/2.sus")},
-		}},
-		{Version: 2, Model: "x86", Published: t0, Phased: 100, Images: []Image{{Name: "rootfs", Size: 4096, SHA256: h("x2"), Full: st("../../streams/x86/rootfs/2.sus")}}},
-	}}
-}
-
-func TestIndexRoundTrip(t *testing.T) {
-	idx := synthetic()
-	b, err := idx.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := ParseIndex("index.json", b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b2, _ := got.Marshal()
-	if !bytes.Equal(b, b2) {
-		t.Fatalf("round trip differs:\n%s\n%s", b, b2)
-	}
-	if !strings.Contains(string(b), `"source_sha256": "`+h("r1").String()+`"`) {
-		t.Fatalf("delta fields not flattened as documented:\n%s", b)
-	}
-	if got.Newest("rpi4") != 2 || got.Newest("x86") != 2 || got.Newest("arm") != 0 {
-		t.Fatal("Newest wrong")
-	}
-	if r := got.Recent("rpi4", 3, 1); len(r) != 1 || r[0].Version != 2 {
-		t.Fatalf("Recent = %v", r)
-	}
-	if d := got.Find(2, "rpi4").Image("rootfs").Delta(1); d == nil || d.SourceSHA256 != h("r1") {
-		t.Fatal("Delta lookup wrong")
-	}
-}
-
-func TestParseIndexRefuses(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		mutate func(*Index)
-		want   string
-	}{
-		{"schema", func(i *Index) { i.Schema = 2 }, "schema 2"},
-		{"channel", func(i *Index) { i.Channel = "../etc" }, "channel name"},
-		{"expiry before generation", func(i *Index) { i.Expires = i.Generated }, "not after generated"},
-		{"version 0", func(i *Index) { i.Releases[0].Version = 0 }, "version 0"},
-		{"duplicate", func(i *Index) { i.Releases[1].Model = "x86" }, "listed twice"},
-		{"phase", func(i *Index) { i.Releases[0].Phased = 101 }, "not a percentage"},
-		{"no images", func(i *Index) { i.Releases[0].Images = nil }, "no images"},
-		{"duplicate image", func(i *Index) { i.Releases[1].Images[1].Name = "rootfs" }, "duplicate image"},
-		{"absolute url", func(i *Index) { i.Releases[0].Images[0].Full.URL = "https://evil.example/x" }, "relative path"},
-		{"rooted url", func(i *Index) { i.Releases[0].Images[0].Full.URL = "/x" }, "relative path"},
-		{"zero size stream", func(i *Index) { i.Releases[0].Images[0].Full.Size = 0 }, "stream size 0"},
-		{"no header hash", func(i *Index) { i.Releases[0].Images[0].Full.Header = Hash{} }, "header hash missing"},
-		{"delta from future", func(i *Index) { i.Releases[1].Images[0].Deltas[0].From = 2 }, "not older"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			idx := synthetic()
-			tc.mutate(idx)
-			b, err := idx.Marshal()
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = ParseIndex("channels/stable/index.json", b)
-			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), "channels/stable/index.json") {
-				t.Fatalf("ParseIndex: %v, want an error naming the file and %q", err, tc.want)
-			}
-		})
-	}
-	if _, err := ParseIndex("i", []byte(`{"schema":1,`)); err == nil || !strings.Contains(err.Error(), "i: ") {
-		t.Fatalf("truncated JSON: %v", err)
-	}
-	if _, err := ParseIndex("i", []byte(`{"schema":1} {}`)); err == nil || !strings.Contains(err.Error(), "trailing") {
-		t.Fatalf("trailing JSON: %v", err)
-	}
-}
 
 func TestNextGenerated(t *testing.T) {
 	for _, tc := range []struct{ prev, now, want time.Time }{
@@ -117,28 +32,6 @@ func TestNextGenerated(t *testing.T) {
 	}
 }
 
-func FuzzParseIndex(f *testing.F) {
-	b, _ := synthetic().Marshal()
-	f.Add(b)
-	f.Add([]byte(`{"schema":1,"channel":"a","releases":null}`))
-	f.Fuzz(func(t *testing.T, b []byte) {
-		idx, err := ParseIndex("fuzz", b)
-		if err != nil {
-			return
-		}
-		// Whatever parses re-encodes to something that parses the same.
-		b2, err := idx.Marshal()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := ParseIndex("fuzz2", b2); err != nil {
-			t.Fatalf("re-encoded index refused: %v", err)
-		}
-	})
-}
-
-// image writes a pseudo-random image whose generation g changes a few
-// blocks relative to g-1, like successive builds.
 func image(t *testing.T, dir, name string, g int) string {
 	t.Helper()
 	r := rand.New(rand.NewSource(1))
@@ -191,7 +84,7 @@ func TestPublishPromote(t *testing.T) {
 			t.Fatalf("image %s: deltas %+v, want from 2 and 1", im.Name, im.Deltas)
 		}
 		// Every stream the index names exists with the declared size and header.
-		for _, s := range append([]Stream{im.Full}, im.Delta(2).Stream, im.Delta(1).Stream) {
+		for _, s := range append([]manifest.Stream{im.Full}, im.Delta(2).Stream, im.Delta(1).Stream) {
 			p := filepath.Join(dir, "channels", "testing", filepath.FromSlash(s.URL))
 			b, err := os.ReadFile(p)
 			if err != nil {
@@ -201,7 +94,7 @@ func TestPublishPromote(t *testing.T) {
 				t.Fatalf("%s: %d bytes, index says %d", s.URL, len(b), s.Size)
 			}
 			hd, err := stream.ReadHeader(bytes.NewReader(b))
-			if err != nil || Hash(hd.Hash) != s.Header {
+			if err != nil || manifest.Hash(hd.Hash) != s.Header {
 				t.Fatalf("%s: header %v err %v, index says %s", s.URL, hd, err, s.Header)
 			}
 		}
@@ -219,7 +112,7 @@ func TestPublishPromote(t *testing.T) {
 	if _, err := stream.Apply(ctx, sf, &out, stream.ApplyOptions{Source: bytes.NewReader(old), ExpectHeader: &want, MaxStreamSize: d.Size}); err != nil {
 		t.Fatal(err)
 	}
-	if Hash(sha256.Sum256(out.b)) != r3.Image("rootfs").SHA256 {
+	if manifest.Hash(sha256.Sum256(out.b)) != r3.Image("rootfs").SHA256 {
 		t.Fatal("delta 2->3 does not produce image 3")
 	}
 

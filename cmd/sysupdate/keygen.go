@@ -11,7 +11,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sysupdate/sysupdate/repo"
+	"github.com/sysupdate/sysupdate/atomicfile"
+	"github.com/sysupdate/sysupdate/manifest"
 	"github.com/sysupdate/sysupdate/trust"
 )
 
@@ -28,7 +29,7 @@ func runKeygen(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return err
 	}
-	if len(pos) != 1 || !repo.ValidName(pos[0]) {
+	if len(pos) != 1 || !manifest.ValidName(pos[0]) {
 		return usageError("keygen wants one NAME made of letters, digits, . _ -")
 	}
 	life, err := parseLifetime(*expires)
@@ -57,10 +58,10 @@ func runKeygen(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		return err
 	}
-	if err := repo.WriteFile(keyPath, []byte(priv.String()), 0o600); err != nil {
+	if err := atomicfile.WriteFile(keyPath, []byte(priv.String()), 0o600); err != nil {
 		return err
 	}
-	if err := repo.WriteFile(filepath.Join(*out, pos[0]+".pub"), []byte(pub.String()), 0o644); err != nil {
+	if err := atomicfile.WriteFile(filepath.Join(*out, pos[0]+".pub"), []byte(pub.String()), 0o644); err != nil {
 		return err
 	}
 	exp := "never"

@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/sysupdate/sysupdate/repo"
+	"github.com/sysupdate/sysupdate/atomicfile"
 	"github.com/sysupdate/sysupdate/trust"
 )
 
@@ -117,10 +117,10 @@ func runKeyring(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			return err
 		}
 		p := filepath.Join(*dir, filepath.FromSlash(d.rel))
-		if err := repo.WriteFile(p, d.b, 0o644); err != nil {
+		if err := atomicfile.WriteFile(p, d.b, 0o644); err != nil {
 			return err
 		}
-		if err := repo.WriteFile(p+trust.SigSuffix, sig, 0o644); err != nil {
+		if err := atomicfile.WriteFile(p+trust.SigSuffix, sig, 0o644); err != nil {
 			return err
 		}
 	}

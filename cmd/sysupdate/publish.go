@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/sysupdate/sysupdate/manifest"
 	"github.com/sysupdate/sysupdate/repo"
 )
 
@@ -52,7 +53,7 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "re-signed %s: generated %s\n", repo.IndexPath(*channel), res.Index.Generated.Format("2006-01-02T15:04:05Z"))
+		fmt.Fprintf(stdout, "re-signed %s: generated %s\n", manifest.IndexPath(*channel), res.Index.Generated.Format("2006-01-02T15:04:05Z"))
 		return nil
 	}
 	v, err := strconv.ParseUint(*versionStr, 10, 64)

@@ -1,7 +1,7 @@
-// Package repo is the publisher side of sysupdate: the layout of an update
-// repository (a directory any static web server or CDN can host), the
-// channel index schema, and the operations that change a repository:
-// publish a release, promote it to another channel with phasing, re-sign.
+// Package manifest is the wire schema shared by the publisher and the
+// device: the layout of an update repository (a directory any static web
+// server or CDN can host) and the channel index that lists its releases.
+// It parses and validates; it signs, fetches and writes nothing.
 //
 // Layout, relative to the repository root:
 //
@@ -16,7 +16,7 @@
 //
 // Versions are unsigned integer build numbers, compared numerically; a
 // free-form label carries the human name. See docs/repository.md.
-package repo
+package manifest
 
 import (
 	"bytes"
@@ -347,15 +347,4 @@ func (im *Image) Delta(from uint64) *Delta {
 		}
 	}
 	return nil
-}
-
-// nextGenerated returns a Generated time for a new index: now (seconds
-// precision), or one second past prev when the clock has not moved on,
-// so Generated strictly increases.
-func nextGenerated(prev, now time.Time) time.Time {
-	g := now.UTC().Truncate(time.Second)
-	if !g.After(prev) {
-		g = prev.UTC().Truncate(time.Second).Add(time.Second)
-	}
-	return g
 }
