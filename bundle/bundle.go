@@ -161,12 +161,13 @@ func (b *Bundle) Get(ctx context.Context, rawURL string, max int64) ([]byte, err
 // Open returns a reader of member rawURL, which must have exactly size
 // bytes.
 func (b *Bundle) Open(ctx context.Context, rawURL string, size int64) (io.ReadCloser, error) {
-	return b.OpenAt(ctx, rawURL, size, 0)
+	return b.OpenRange(ctx, rawURL, size, 0, size)
 }
 
-// OpenAt returns a reader of the bytes from off of member rawURL, which
-// must have exactly size bytes. Reads stop when ctx is done.
-func (b *Bundle) OpenAt(ctx context.Context, rawURL string, size, off int64) (io.ReadCloser, error) {
+// OpenRange returns a reader of the bytes from off to end (exclusive) of
+// member rawURL, which must have exactly size bytes. Reads stop when ctx
+// is done.
+func (b *Bundle) OpenRange(ctx context.Context, rawURL string, size, off, end int64) (io.ReadCloser, error) {
 	name, m, err := b.lookup(rawURL)
 	if err != nil {
 		return nil, err
@@ -174,10 +175,10 @@ func (b *Bundle) OpenAt(ctx context.Context, rawURL string, size, off int64) (io
 	if m.size != size {
 		return nil, fmt.Errorf("bundle: %s: %s has %d bytes but %d are declared", b.path, name, m.size, size)
 	}
-	if off < 0 || off > size {
-		return nil, fmt.Errorf("bundle: %s: offset %d outside the %d-byte member %s", b.path, off, size, name)
+	if off < 0 || off > end || end > size {
+		return nil, fmt.Errorf("bundle: %s: bytes %d-%d outside the %d-byte member %s", b.path, off, end, size, name)
 	}
-	return &ctxReader{ctx: ctx, r: io.NewSectionReader(b.f, m.off+off, size-off)}, nil
+	return &ctxReader{ctx: ctx, r: io.NewSectionReader(b.f, m.off+off, end-off)}, nil
 }
 
 type ctxReader struct {

@@ -57,7 +57,7 @@ func TestRoundTrip(t *testing.T) {
 		}
 	}
 	s := files["streams/m/rootfs/2.sus"]
-	rc, err := b.OpenAt(ctx, Root+"streams/m/rootfs/2.sus", int64(len(s)), 1000)
+	rc, err := b.OpenRange(ctx, Root+"streams/m/rootfs/2.sus", int64(len(s)), 1000, int64(len(s)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -76,9 +76,9 @@ var (
 // Opener fetches repository files. *fetch.Client and *bundle.Bundle
 // implement it.
 type Opener interface {
-	// OpenAt returns a reader of the bytes from off of the size-byte file
-	// at url.
-	OpenAt(ctx context.Context, url string, size, off int64) (io.ReadCloser, error)
+	// OpenRange returns a reader of the bytes from off to end (exclusive)
+	// of the size-byte file at url.
+	OpenRange(ctx context.Context, url string, size, off, end int64) (io.ReadCloser, error)
 	// Get fetches a small file whole; more than max bytes is an error.
 	Get(ctx context.Context, url string, max int64) ([]byte, error)
 }
@@ -591,15 +591,21 @@ func (c *Client) Download(ctx context.Context, img ImagePlan, target Target, sou
 	if img.Delta {
 		opts.Source = source
 	}
-	open := func(ctx context.Context, off int64) (io.ReadCloser, error) {
-		rc, err := c.op.OpenAt(ctx, raw, img.Size, off)
+	open := func(ctx context.Context, off, end int64) (io.ReadCloser, error) {
+		if end < 0 || end > img.Size {
+			end = img.Size
+		}
+		if off > end {
+			return nil, fmt.Errorf("client: %s: stream bytes %d-%d are past its %d bytes: %w", name, off, end, img.Size, ErrStreamSize)
+		}
+		rc, err := c.op.OpenRange(ctx, raw, img.Size, off, end)
 		if err != nil {
 			return nil, &fetchErr{err}
 		}
 		return struct {
 			io.Reader
 			io.Closer
-		}{taggedReader{io.LimitReader(rc, img.Size-off)}, rc}, nil
+		}{taggedReader{io.LimitReader(rc, end-off)}, rc}, nil
 	}
 	var h *stream.Header
 	var err error
@@ -607,7 +613,7 @@ func (c *Client) Download(ctx context.Context, img ImagePlan, target Target, sou
 		h, err = stream.Resume(ctx, open, target, *o.Resume, opts)
 	} else {
 		var rc io.ReadCloser
-		if rc, err = open(ctx, 0); err == nil {
+		if rc, err = open(ctx, 0, -1); err == nil {
 			h, err = stream.Apply(ctx, rc, target, opts)
 			rc.Close()
 		}

@@ -23,7 +23,7 @@ func TestOpenAtHTTP(t *testing.T) {
 	s.cuts = []cut{{n: 50_000}} // the continuation itself drops once
 	c := newClient(t, fastOptions(t))
 	const off = 123_457
-	rc, err := c.OpenAt(context.Background(), s.url(), int64(len(content)), off)
+	rc, err := c.OpenRange(context.Background(), s.url(), int64(len(content)), off, int64(len(content)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ func TestOpenAtFile(t *testing.T) {
 	if err := os.WriteFile(p, content, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	rc, err := newClient(t, fastOptions(t)).OpenAt(context.Background(), p, int64(len(content)), 9_000)
+	rc, err := newClient(t, fastOptions(t)).OpenRange(context.Background(), p, int64(len(content)), 9_000, int64(len(content)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,5 +135,24 @@ func TestPasswordRedacted(t *testing.T) {
 	}
 	if got := Redact(u); strings.Contains(got, "s3cret") || strings.Contains(got, "user") {
 		t.Fatalf("Redact(%q) = %q", u, got)
+	}
+}
+
+// TestOpenRangePiece: a reader that needs only a piece of a file (a
+// stream header, an op table) asks for exactly that piece.
+func TestOpenRangePiece(t *testing.T) {
+	content := randomBytes(6, 100_000)
+	s := newTestServer(t, content)
+	rc, err := newClient(t, fastOptions(t)).OpenRange(context.Background(), s.url(), int64(len(content)), 1000, 1500)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil || !bytes.Equal(got, content[1000:1500]) {
+		t.Fatalf("got %d bytes, %v; want bytes 1000-1499", len(got), err)
+	}
+	if r := s.header(0).Get("Range"); r != "bytes=1000-1499" {
+		t.Fatalf("Range %q, want bytes=1000-1499", r)
 	}
 }

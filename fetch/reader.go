@@ -45,7 +45,8 @@ type Reader struct {
 	path   string // local file mode when set
 	size   int64
 	off    int64 // offset of the next byte to deliver
-	start  int64 // offset of the first byte asked for (OpenAt)
+	start  int64 // offset of the first byte asked for (OpenRange)
+	end    int64 // offset after the last byte to deliver
 
 	src  io.Reader // current body (*attempt) or file; nil between connections
 	a    *attempt
@@ -70,23 +71,24 @@ type Reader struct {
 // reported here. ctx bounds the whole life of the reader. The returned
 // value is a *Reader.
 func (c *Client) Open(ctx context.Context, rawURL string, size int64) (io.ReadCloser, error) {
-	return c.OpenAt(ctx, rawURL, size, 0)
+	return c.OpenRange(ctx, rawURL, size, 0, size)
 }
 
-// OpenAt is Open for the bytes from off to size of the file: the first
-// request asks for that range (a file seeks), so a download stopped by a
-// power cut continues where it stopped without fetching anything twice.
-// The deadline (Options.MinRate) counts the size-off bytes it delivers.
-func (c *Client) OpenAt(ctx context.Context, rawURL string, size, off int64) (io.ReadCloser, error) {
-	if size < 0 || off < 0 || off > size {
-		return nil, fmt.Errorf("fetch: Open %s: bytes %d-%d of a %d-byte file", redact(rawURL), off, size, size)
+// OpenRange is Open for the bytes from off to end (exclusive) of the file:
+// the first request asks for that range (a file seeks), so a download
+// stopped by a power cut continues where it stopped, and a reader that
+// needs only a piece (a header, an op table) is sent only that piece. The
+// deadline (Options.MinRate) counts the end-off bytes it delivers.
+func (c *Client) OpenRange(ctx context.Context, rawURL string, size, off, end int64) (io.ReadCloser, error) {
+	if size < 0 || off < 0 || off > end || end > size {
+		return nil, fmt.Errorf("fetch: Open %s: bytes %d-%d of a %d-byte file", redact(rawURL), off, end, size)
 	}
 	loc, err := parseLocation(rawURL)
 	if err != nil {
 		return nil, err
 	}
-	ctx, cancel := c.deadline(ctx, rawURL, size-off)
-	r := &Reader{c: c, ctx: ctx, cancel: cancel, url: redact(rawURL), rawURL: rawURL, path: loc.path, size: size, off: off, start: off}
+	ctx, cancel := c.deadline(ctx, rawURL, end-off)
+	r := &Reader{c: c, ctx: ctx, cancel: cancel, url: redact(rawURL), rawURL: rawURL, path: loc.path, size: size, off: off, start: off, end: end}
 	if r.path != "" {
 		c.requests.Add(1)
 		r.st.requests.Add(1)
@@ -143,7 +145,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 	if r.err != nil {
 		return 0, r.err
 	}
-	if r.off == r.size {
+	if r.off == r.end {
 		return 0, r.finish()
 	}
 	if len(p) == 0 {
@@ -152,7 +154,7 @@ func (r *Reader) Read(p []byte) (int, error) {
 	if err := r.ctx.Err(); err != nil {
 		return 0, r.fail(context.Cause(r.ctx))
 	}
-	if rem := r.size - r.off; int64(len(p)) > rem {
+	if rem := r.end - r.off; int64(len(p)) > rem {
 		p = p[:rem]
 	}
 	for {
@@ -227,7 +229,7 @@ func (r *Reader) discard() error {
 
 // finish checks that the source ends at the declared size.
 func (r *Reader) finish() error {
-	if r.src != nil && !r.knownLen {
+	if r.src != nil && !r.knownLen && r.end == r.size {
 		var b [1]byte
 		n, _ := io.ReadFull(r.src, b[:])
 		if n > 0 {
@@ -320,8 +322,8 @@ func (r *Reader) connect() error {
 // and what was delivered.
 func (r *Reader) request() error {
 	var hdr http.Header
-	if !r.connected && r.off > 0 {
-		hdr = http.Header{"Range": {fmt.Sprintf("bytes=%d-", r.off)}}
+	if !r.connected && (r.off > 0 || r.end < r.size) {
+		hdr = http.Header{"Range": {r.rangeSpec()}}
 	}
 	if r.connected {
 		if r.etag == "" && r.lastMod == "" {
@@ -332,7 +334,7 @@ func (r *Reader) request() error {
 			validator = r.lastMod
 		}
 		hdr = http.Header{
-			"Range":    {fmt.Sprintf("bytes=%d-", r.off)},
+			"Range":    {r.rangeSpec()},
 			"If-Range": {validator},
 		}
 		r.resumes++
@@ -385,7 +387,7 @@ func (r *Reader) accept(resp *http.Response) error {
 		r.knownLen = resp.ContentLength >= 0
 		return nil
 	case http.StatusPartialContent:
-		if !r.connected && r.off == 0 {
+		if !r.connected && r.off == 0 && r.end == r.size {
 			return fmt.Errorf("206 Partial Content to a request without Range: %w", errProtocol)
 		}
 		if !r.connected {
@@ -404,10 +406,10 @@ func (r *Reader) accept(resp *http.Response) error {
 		if total >= 0 && total != r.size {
 			return fmt.Errorf("server now has %d bytes, %d declared: %w", total, r.size, ErrChanged)
 		}
-		if first != r.off || last != r.size-1 {
-			return fmt.Errorf("asked for bytes %d-%d, server sent %d-%d: %w", r.off, r.size-1, first, last, errProtocol)
+		if first != r.off || last != r.end-1 {
+			return fmt.Errorf("asked for bytes %d-%d, server sent %d-%d: %w", r.off, r.end-1, first, last, errProtocol)
 		}
-		if resp.ContentLength >= 0 && resp.ContentLength != r.size-r.off {
+		if resp.ContentLength >= 0 && resp.ContentLength != r.end-r.off {
 			return fmt.Errorf("Content-Length %d does not match Content-Range %d-%d: %w", resp.ContentLength, first, last, errProtocol)
 		}
 		r.skip = 0
@@ -418,6 +420,14 @@ func (r *Reader) accept(resp *http.Response) error {
 	default:
 		return statusError(r.url, resp)
 	}
+}
+
+// rangeSpec is the Range header value for the bytes still to deliver.
+func (r *Reader) rangeSpec() string {
+	if r.end < r.size {
+		return fmt.Sprintf("bytes=%d-%d", r.off, r.end-1)
+	}
+	return fmt.Sprintf("bytes=%d-", r.off)
 }
 
 // sameValidator fails with ErrChanged if resp names another version of the

@@ -64,11 +64,11 @@ type ApplyStats struct {
 }
 
 // DefaultCheckpointEvery is the stream-byte spacing of checkpoints for a
-// stream of size bytes: a thousandth of it, at least 16 KiB and at most
-// 4 MiB, so that an install cut at any point fetches at most about 0.1 %
-// of the stream again.
+// stream of size bytes: a two-thousandth of it, at least 16 KiB and at
+// most 4 MiB, so that an install cut at any point fetches about 0.05 % of
+// the stream again (plus the op in flight and one op table).
 func DefaultCheckpointEvery(size int64) int64 {
-	return min(max(size/1000, 16<<10), 4<<20)
+	return min(max(size/2000, 16<<10), 4<<20)
 }
 
 // Syncer is implemented by targets that can make writes durable (*os.File).
@@ -160,7 +160,7 @@ func run(ctx context.Context, a *applier, lr *countingReader, target io.WriterAt
 			if err := syncer.Sync(); err != nil {
 				return &OpError{Op: i, Offset: o.TargetOff, Fault: FaultTarget, Err: fmt.Errorf("sync before checkpoint: %w", err)}
 			}
-			cp := Checkpoint{Header: h.Hash, Segment: a.seg, Op: a.op + 1, OpIndex: i + 1, StreamOff: lr.n, TargetOff: end, Tree: th.stateDigest()}
+			cp := Checkpoint{Header: h.Hash, HeaderLen: h.HeaderLen, Segment: a.seg, Op: a.op + 1, OpIndex: i + 1, StreamOff: lr.n, TargetOff: end, Tree: th.stateDigest()}
 			if err := opts.OnCheckpoint(cp); err != nil {
 				return fmt.Errorf("stream: checkpoint at target offset %d: %w", end, err)
 			}

@@ -179,6 +179,10 @@ const (
 	blkMerged = 4 // flag: an unchanged or zero block inside a patch op
 )
 
+// fullOpTarget is the largest data op of a full-image stream; it divides
+// treeChunk, so op boundaries still fall on tree-hash chunks.
+const fullOpTarget = 128 << 10
+
 // coalesceBlocks is the longest run of zero or unchanged blocks that is
 // merged into the patch op around it.
 const coalesceBlocks = 16
@@ -223,6 +227,12 @@ func (b *builder) plan(delta bool) {
 		i = j
 	}
 	max := int(b.opts.Limits.MaxOpTarget)
+	if !delta {
+		// Full images: LZ4's window is 64 KiB, so smaller data ops cost
+		// almost nothing in size, and they bound what an install cut by a
+		// power loss fetches again (it resumes between ops).
+		max = min(max, fullOpTarget)
+	}
 	anyOther := false
 	for i := 0; i < nb; {
 		c := cls[i] &^ blkMerged
@@ -303,7 +313,7 @@ func (b *builder) encodeAll() error {
 }
 
 // resumeTable is the op table size segments aim for.
-const resumeTable = 16 << 10
+const resumeTable = 8 << 10
 
 // segment groups ops into segments whose tables fit MaxTable.
 func (b *builder) segment(h *Header) {

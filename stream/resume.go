@@ -20,8 +20,10 @@ var ErrCheckpoint = errors.New("stream: checkpoint does not match")
 // authenticated op tables, and synced to the target when the checkpoint was
 // taken. It is small and JSON-friendly, for a state file.
 type Checkpoint struct {
-	// Header is the stream's header hash.
-	Header Hash `json:"header"`
+	// Header is the stream's header hash; HeaderLen its length, so a
+	// resume asks for exactly the header.
+	Header    Hash  `json:"header"`
+	HeaderLen int64 `json:"header_len"`
 	// Segment and Op are the next op to apply (Op may equal the segment's
 	// op count: the segment is done); OpIndex is its index in the stream.
 	Segment int `json:"segment"`
@@ -37,10 +39,10 @@ type Checkpoint struct {
 	Tree Hash `json:"tree"`
 }
 
-// OpenFunc opens the stream at byte offset off; the reader returns the
-// stream's bytes from off to its end. A file seeks; HTTP sends a Range
-// request.
-type OpenFunc func(ctx context.Context, off int64) (io.ReadCloser, error)
+// OpenFunc opens the stream's bytes from off to end (exclusive; end < 0:
+// to the stream's end). A file seeks; HTTP sends a Range request, so only
+// those bytes travel.
+type OpenFunc func(ctx context.Context, off, end int64) (io.ReadCloser, error)
 
 // Target is what Resume writes: it reads back the prefix a checkpoint
 // claims before it continues.
@@ -61,7 +63,11 @@ func Resume(ctx context.Context, open OpenFunc, target Target, cp Checkpoint, op
 	if opts.Budget == (Limits{}) {
 		opts.Budget = DefaultLimits
 	}
-	rc, err := open(ctx, 0)
+	hend := int64(-1)
+	if cp.HeaderLen > 0 {
+		hend = cp.HeaderLen
+	}
+	rc, err := open(ctx, 0, hend)
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +109,7 @@ func Resume(ctx context.Context, open OpenFunc, target Target, cp Checkpoint, op
 		segTarget += int64(s.TargetLen)
 	}
 	seg := &h.Segments[cp.Segment]
-	if rc, err = open(ctx, tableOff); err != nil {
+	if rc, err = open(ctx, tableOff, tableOff+int64(seg.TableLen)); err != nil {
 		return h, err
 	}
 	table := make([]byte, seg.TableLen)
@@ -136,7 +142,7 @@ func Resume(ctx context.Context, open OpenFunc, target Target, cp Checkpoint, op
 	default:
 		return h, fmt.Errorf("%w: op %d of segment %d does not start at target offset %d", ErrCheckpoint, cp.Op, cp.Segment, cp.TargetOff)
 	}
-	if rc, err = open(ctx, at); err != nil {
+	if rc, err = open(ctx, at, -1); err != nil {
 		return h, err
 	}
 	defer rc.Close()

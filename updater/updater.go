@@ -28,7 +28,7 @@
 //     fails first keeps the fallback): the bootloader marks the target
 //     unbootable, then the state file forgets the target's old release.
 //     A cut leaves an unbootable target and the running slot next.
-//  4. Stream into the target. About every 1/1000 of the stream the target
+//  4. Stream into the target. About every 1/2000 of the stream the target
 //     is fdatasync'ed, then a checkpoint (release, image, stream header
 //     hash, verified position) replaces checkpoint.json beside the state
 //     file. A cut leaves an unbootable partial slot and a checkpoint that
