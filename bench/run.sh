@@ -7,17 +7,18 @@
 #   bench/run.sh                 # everything but bsdiff's build (~7 min, ~6 GB)
 #   BENCH_BSDIFF=1 bench/run.sh  # include bsdiff
 #
-# Needs: bin/sysupdate (make build), xdelta3, zstd, bsdiff, lz4, GNU time
+# Needs: bin/sysupdate and bin/sysupdate-publish (make build), xdelta3, zstd, bsdiff, lz4, GNU time
 # (make deps). The dataset is cached under .cache/dataset (git-ignored).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 bin=$root/bin/sysupdate
+pub=$root/bin/sysupdate-publish
 data=${BENCH_DATA:-$root/.cache/dataset}
 work=${BENCH_WORK:-$root/.cache/bench}
 maker=${BENCH_MAKER:-$root/../shared/bench/make-dataset.sh}
 mkdir -p "$data" "$work"
-[ -x "$bin" ] || { echo "bench: $bin missing: run make build" >&2; exit 1; }
+for b in "$bin" "$pub"; do [ -x "$b" ] || { echo "bench: $b missing: run make build" >&2; exit 1; }; done
 if [ ! -f "$data/old.img" ] || [ ! -f "$data/new.img" ]; then
   [ -x "$maker" ] || { echo "bench: $maker not found: the public pair is built by shared/bench/make-dataset.sh beside this repository" >&2; exit 1; }
   echo "bench: building the public pair in $data (a few minutes, once)" >&2
@@ -72,7 +73,7 @@ row "dd bs=1M conv=fsync,sparse" "$(mb "$(size "$new")") raw" "-" "-" "$(sec "$T
 rm -f target.img
 
 echo "bench: sysupdate delta" >&2
-measure "$bin" delta --from "$old" --to "$new" -o su-delta.sus
+measure "$pub" delta --from "$old" --to "$new" -o su-delta.sus
 sd_bt=$T sd_bm=$M sd_size=$(size su-delta.sus)
 measure_n "$runs" "$bin" apply --verify=false --source "$old" --target target.img su-delta.sus
 sd_at=$T sd_am=$M sd_range="$(sec "$TMIN")-$(sec "$TMAX")"; same target.img "sysupdate delta"; rm -f target.img
@@ -81,7 +82,7 @@ sd_avt=$T; same target.img "sysupdate delta (verify)"; rm -f target.img
 row "**sysupdate delta**" "$(mb "$sd_size")" "$(sec "$sd_bt")" "$(mib "$sd_bm")" "$(sec "$sd_at") ($sd_range)" "$(mib "$sd_am")" "median of $runs; $(sec "$sd_avt") with read-back verify"
 
 echo "bench: sysupdate delta backward (new -> old)" >&2
-measure "$bin" delta --from "$new" --to "$old" -o su-back.sus
+measure "$pub" delta --from "$new" --to "$old" -o su-back.sus
 sb_bt=$T sb_bm=$M sb_size=$(size su-back.sus)
 measure "$bin" apply --verify=false --source "$new" --target target.img su-back.sus
 sb_at=$T sb_am=$M
@@ -90,7 +91,7 @@ rm -f target.img
 row "sysupdate delta backward (new -> old)" "$(mb "$sb_size")" "$(sec "$sb_bt")" "$(mib "$sb_bm")" "$(sec "$sb_at")" "$(mib "$sb_am")" "a downgrade; round trip checked"
 
 echo "bench: sysupdate full" >&2
-measure "$bin" delta --to "$new" -o su-full.sus
+measure "$pub" delta --to "$new" -o su-full.sus
 sf_bt=$T sf_bm=$M sf_size=$(size su-full.sus)
 measure_n "$runs" "$bin" apply --verify=false --target target.img su-full.sus
 sf_at=$T sf_am=$M; same target.img "sysupdate full"; rm -f target.img
@@ -133,7 +134,7 @@ if [ ! -f "$data/old2.img" ] || [ ! -f "$data/new2.img" ]; then
   cat "$old" "$old" >"$data/old2.img.tmp" && mv "$data/old2.img.tmp" "$data/old2.img"
   cat "$new" "$new" >"$data/new2.img.tmp" && mv "$data/new2.img.tmp" "$data/new2.img"
 fi
-measure "$bin" delta --from "$data/old2.img" --to "$data/new2.img" -o su-delta2.sus
+measure "$pub" delta --from "$data/old2.img" --to "$data/new2.img" -o su-delta2.sus
 d2_bt=$T d2_bm=$M d2_size=$(size su-delta2.sus)
 measure "$bin" apply --verify=false --source "$data/old2.img" --target target2.img su-delta2.sus
 d2_at=$T d2_am=$M
