@@ -8,7 +8,7 @@ GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 DEVICE_TAGS := nethttpomithttp2
 FUZZTIME ?= 5s
 
-.PHONY: all build deps test test-go test-qemu fuzz fuzz-short bench lint demo clean
+.PHONY: all build deps test test-go test-qemu fuzz fuzz-short bench bench-peers lint demo clean
 
 all: build
 
@@ -40,9 +40,14 @@ fuzz-short:
 fuzz:
 	@FUZZTIME=2m scripts/fuzz.sh
 
-## bench: the benchmark table on the public pair (builds it once under .cache/).
+## bench: the benchmark table on the public pair (built once under /var/cache/sysupdate-bench).
 bench: deps build
 	bench/run.sh
+
+## bench-peers: RAUC, SWUpdate and Mender (from Debian) beside dd and sysupdate,
+## installing the public pair's image into a loop-device slot.
+bench-peers: deps build
+	bench/peers.sh
 
 ## lint: formatting, vet, staticcheck.
 lint:
