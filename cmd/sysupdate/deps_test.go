@@ -81,14 +81,15 @@ func TestDeviceBinaryDeps(t *testing.T) {
 const targetDeviceBinaryBytes = 7 << 20
 
 // maxDeviceBinaryBytes is what the test enforces until the device binary
-// meets the target: 7.25 MiB. After the split from the publisher and
-// without HTTP/2 the binary is 7.06 MiB; the largest part left that a
-// device does not need is the OpenPGP library's support for every
-// algorithm (go-crypto and circl: post-quantum, Ed448, RSA, JPEG photo
-// IDs, about 330 KiB of symbols) where a device verifies only Ed25519.
-// Lower it to targetDeviceBinaryBytes once that is gone; raise it only
-// with a reason in the commit message.
-const maxDeviceBinaryBytes = 7<<20 + 256<<10
+// meets the target: 7.5 MiB. After the split from the publisher and
+// without HTTP/2 the binary was 7.06 MiB, and 7.25 MiB with the updater
+// engine (updater/, resume, bundles). The largest part left that a device
+// does not need is the OpenPGP library's support for every algorithm
+// (go-crypto and circl: post-quantum, Ed448, RSA, JPEG photo IDs, about
+// 330 KiB of symbols, some 0.5 MiB of file) where a device verifies only
+// Ed25519. Lower it to targetDeviceBinaryBytes once that is gone; raise it
+// only with a reason in the commit message.
+const maxDeviceBinaryBytes = 7<<20 + 512<<10
 
 // TestDeviceBinarySize cross-builds the device binary for linux/arm64 as
 // it ships (stripped, static, without HTTP/2), fails above the budget, and
