@@ -3,17 +3,21 @@ SHELL := /bin/bash
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GO ?= go
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
-BIN := bin/sysupdate
+# The device binary drops HTTP/2 (a device talks HTTP/1.1 to its repository);
+# cmd/sysupdate/deps_test.go builds it the same way for its size budget.
+DEVICE_TAGS := nethttpomithttp2
 FUZZTIME ?= 5s
 
-.PHONY: all build deps test test-go test-qemu fuzz fuzz-short bench lint demo clean
+.PHONY: all build deps test test-go test-qemu fuzz fuzz-short bench bench-peers lint demo clean
 
 all: build
 
-## build: the static device binary, bin/sysupdate (CGO_ENABLED=0).
+## build: the static binaries (CGO_ENABLED=0): bin/sysupdate for devices,
+## bin/sysupdate-publish for the build host (keys, streams, releases, serve).
 build:
-	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o $(BIN) ./cmd/sysupdate
-	@ls -l $(BIN) | awk '{print "built " $$NF ": " $$5 " bytes"}'
+	CGO_ENABLED=0 $(GO) build -tags $(DEVICE_TAGS) $(GOFLAGS_BUILD) -o bin/sysupdate ./cmd/sysupdate
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o bin/sysupdate-publish ./cmd/sysupdate-publish
+	@ls -l bin/sysupdate bin/sysupdate-publish | awk '{print "built " $$NF ": " $$5 " bytes"}'
 
 ## deps: Debian packages the tests use as oracles, peers and QEMU.
 deps:
@@ -36,9 +40,14 @@ fuzz-short:
 fuzz:
 	@FUZZTIME=2m scripts/fuzz.sh
 
-## bench: the benchmark table on the public pair (builds it once under .cache/).
+## bench: the benchmark table on the public pair (built once under /var/cache/sysupdate-bench).
 bench: deps build
 	bench/run.sh
+
+## bench-peers: RAUC, SWUpdate and Mender (from Debian) beside dd and sysupdate,
+## installing the public pair's image into a loop-device slot.
+bench-peers: deps build
+	bench/peers.sh
 
 ## lint: formatting, vet, staticcheck.
 lint:

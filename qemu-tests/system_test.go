@@ -39,10 +39,11 @@ func systemKernel(t *testing.T) (*kernel, []string) {
 	return k, order
 }
 
-// goBuild builds a static (CGO_ENABLED=0) binary of pkg, run from dir.
-func goBuild(t *testing.T, dir, pkg, out string, ldflags string) {
+// goBuild builds a static (CGO_ENABLED=0) binary of pkg, run from dir,
+// with the given build tags.
+func goBuild(t *testing.T, dir, pkg, out string, ldflags string, tags ...string) {
 	t.Helper()
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", out, pkg)
+	cmd := exec.Command("go", "build", "-trimpath", "-tags", strings.Join(tags, ","), "-ldflags", ldflags, "-o", out, pkg)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	if b, err := cmd.CombinedOutput(); err != nil {
@@ -66,7 +67,7 @@ func newGuest(t *testing.T, dir string) *guest {
 	g := &guest{Kernel: k, Modules: mods}
 	initBin, sysBin := filepath.Join(dir, "init"), filepath.Join(dir, "sysupdate")
 	goBuild(t, ".", "./internal/guestinit", initBin, "-s -w")
-	goBuild(t, "..", "./cmd/sysupdate", sysBin, "-s -w -X main.version=e2e")
+	goBuild(t, "..", "./cmd/sysupdate", sysBin, "-s -w -X main.version=e2e", deviceTags)
 	var err error
 	if g.Init, err = os.ReadFile(initBin); err != nil {
 		t.Fatal(err)
@@ -229,26 +230,45 @@ func guestStatus(t *testing.T, s step) bootloaders.Status {
 	return st
 }
 
-// publisher runs the host-side publisher commands (the same binary the
-// guest carries; host and guest are both linux/amd64).
+// deviceTags are the build tags of the device binary, as the Makefile's.
+const deviceTags = "nethttpomithttp2"
+
+// publisher runs the host-side publisher commands with the publisher
+// binary (cmd/sysupdate-publish), and the factory's device commands with
+// Device, the same device binary the guest carries (host and guest are
+// both linux/amd64).
 type publisher struct {
-	Bin, Keys, Repo string
+	Bin, Device, Keys, Repo string
 }
 
 func (p *publisher) run(t *testing.T, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(p.Bin, args...).CombinedOutput()
+	return runBinary(t, p.Bin, args...)
+}
+
+// runDevice runs the device binary on the host (the factory's flashing).
+func (p *publisher) runDevice(t *testing.T, args ...string) string {
+	t.Helper()
+	return runBinary(t, p.Device, args...)
+}
+
+func runBinary(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(bin, args...).CombinedOutput()
 	if err != nil {
-		t.Fatalf("sysupdate %s: %v\n%s", strings.Join(args, " "), err, out)
+		t.Fatalf("%s %s: %v\n%s", filepath.Base(bin), strings.Join(args, " "), err, out)
 	}
 	return string(out)
 }
 
-// newPublisher makes a master and a signing key and the repository's
-// keyring, as docs/repository.md's workflow does.
-func newPublisher(t *testing.T, dir, bin string) *publisher {
+// newPublisher builds the publisher binary into dir, makes a master and a
+// signing key and the repository's keyring, as docs/repository.md's
+// workflow does. device is the device binary, for the factory.
+func newPublisher(t *testing.T, dir, device string) *publisher {
 	t.Helper()
-	p := &publisher{Bin: bin, Keys: filepath.Join(dir, "keys"), Repo: filepath.Join(dir, "repo")}
+	bin := filepath.Join(dir, "sysupdate-publish")
+	goBuild(t, "..", "./cmd/sysupdate-publish", bin, "-s -w -X main.version=e2e")
+	p := &publisher{Bin: bin, Device: device, Keys: filepath.Join(dir, "keys"), Repo: filepath.Join(dir, "repo")}
 	p.run(t, "keygen", "--out", p.Keys, "--expires", "10y", "master")
 	p.run(t, "keygen", "--out", p.Keys, "signing")
 	p.run(t, "keyring", "--repo", p.Repo, "--master", filepath.Join(p.Keys, "master.key"), filepath.Join(p.Keys, "signing.pub"))

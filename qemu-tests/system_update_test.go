@@ -58,8 +58,8 @@ func factoryDisk(t *testing.T, dir, bin string, p *publisher) string {
 		}
 	}
 	conf := filepath.Join(fac, "sysupdate.conf")
-	p.run(t, "update", "--config", conf, "--slot", "b", "--no-reboot")
-	p.run(t, "mark-good", "--config", conf, "--slot", "a")
+	p.runDevice(t, "update", "--config", conf, "--slot", "b", "--no-reboot")
+	p.runDevice(t, "mark-good", "--config", conf, "--slot", "a")
 	runCmd(t, "mcopy", "-i", esp, filepath.Join(fac, "grubenv"), "::/grubenv")
 	img := filepath.Join(dir, "data.ext4")
 	mkext4(t, img, "data", data, layoutPart("data").Size)

@@ -7,17 +7,21 @@
 # grubenv file and a kernel command line file in the work dir. Then it
 # factory-flashes v1, updates to v2 by a delta over HTTP, "reboots",
 # confirms, and shows a failed trial of v3 rolling back. Everything lives in
-# .cache/demo and is rebuilt on each run. Needs bin/sysupdate (make build),
+# .cache/demo and is rebuilt on each run. Needs bin/sysupdate (the device
+# binary) and bin/sysupdate-publish (the publisher), both from make build,
 # mkfs.ext4, sfdisk and grub-editenv (make deps). Takes well under a minute.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 su=$root/bin/sysupdate
+pub=$root/bin/sysupdate-publish
 w=$root/.cache/demo
 for t in mkfs.ext4 sfdisk grub-editenv cmp go; do
   command -v "$t" >/dev/null || { echo "demo: $t missing: run make deps" >&2; exit 1; }
 done
-[ -x "$su" ] || { echo "demo: $su missing: run make build" >&2; exit 1; }
+for b in "$su" "$pub"; do
+  [ -x "$b" ] || { echo "demo: $b missing: run make build" >&2; exit 1; }
+done
 
 server=
 cleanup() { [ -n "$server" ] && kill "$server" 2>/dev/null && wait "$server" 2>/dev/null; true; }
@@ -25,6 +29,7 @@ trap cleanup EXIT
 
 step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ sysupdate %s\n' "$*"; "$su" "$@"; }
+runpub() { printf '$ sysupdate-publish %s\n' "$*"; "$pub" "$@"; }
 
 rm -rf "$w"
 mkdir -p "$w"/{tree,keys,repo,device}
@@ -58,11 +63,11 @@ PARTS
 sfdisk --list disk.img | sed -n '/^Device/,$p'
 
 step "publisher: keys, keyring, release 1, served on 127.0.0.1"
-"$su" keygen --out keys --expires 10y master >/dev/null
-"$su" keygen --out keys signing >/dev/null
-run keyring --repo repo --master keys/master.key keys/signing.pub
-run publish --repo repo --channel stable --version 1 --label 2026.1 --key keys/signing.key --model demo-board rootfs=v1.img 2>/dev/null
-"$su" serve --addr 127.0.0.1:0 repo >serve.log 2>&1 &
+"$pub" keygen --out keys --expires 10y master >/dev/null
+"$pub" keygen --out keys signing >/dev/null
+runpub keyring --repo repo --master keys/master.key keys/signing.pub
+runpub publish --repo repo --channel stable --version 1 --label 2026.1 --key keys/signing.key --model demo-board rootfs=v1.img 2>/dev/null
+"$pub" serve --addr 127.0.0.1:0 repo >serve.log 2>&1 &
 server=$!
 for _ in $(seq 50); do grep -q '^serving' serve.log && break; sleep 0.1; done
 url=$(sed -n 's/^serving .* at \(http:[^ ]*\)$/\1/p' serve.log)
@@ -99,7 +104,7 @@ run update "${conf[@]}" --slot b --no-reboot
 run mark-good "${conf[@]}" --slot a
 
 step "publish v2 (the publisher computes a delta from v1)"
-run publish --repo repo --channel stable --version 2 --label 2026.2 --key keys/signing.key --model demo-board rootfs=v2.img 2>/dev/null
+runpub publish --repo repo --channel stable --version 2 --label 2026.2 --key keys/signing.key --model demo-board rootfs=v2.img 2>/dev/null
 
 step "device, running slot a: check and update"
 run check "${conf[@]}"
@@ -113,7 +118,7 @@ run mark-good "${conf[@]}"
 run status "${conf[@]}"
 
 step "rollback: v3 goes into slot a but never confirms itself"
-run publish --repo repo --channel stable --version 3 --label 2026.3 --key keys/signing.key --model demo-board rootfs=v3.img 2>/dev/null
+runpub publish --repo repo --channel stable --version 3 --label 2026.3 --key keys/signing.key --model demo-board rootfs=v3.img 2>/dev/null
 run update "${conf[@]}" --no-reboot
 for i in 1 2 3 4; do
   printf 'boot %d: ' "$i"

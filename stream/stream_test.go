@@ -236,6 +236,43 @@ func TestDeterministic(t *testing.T) {
 	}
 }
 
+// TestDeterministicAcrossWorkers builds full-image streams (both codecs)
+// and a delta cut into hundreds of ops, with one worker and with several,
+// and wants the same bytes: the pool may finish ops in any order.
+func TestDeterministicAcrossWorkers(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	old := codeLike(r, 2<<20)
+	copy(old[300<<10:], make([]byte, 200<<10))
+	nw := edit(r, old, 200)
+	lim := Limits{MaxOpTarget: 16 << 10, MaxWindow: 32 << 10, MaxData: 64 << 10, MaxPayload: 64 << 10, MaxTable: 4096}
+	for _, tc := range []struct {
+		name string
+		src  []byte
+		opts BuildOptions
+	}{
+		{"full lz4", nil, BuildOptions{Limits: lim, FullCodec: CodecLZ4}},
+		{"full zstd", nil, BuildOptions{Limits: lim, FullCodec: CodecZstd}},
+		{"delta", old, BuildOptions{Limits: lim}},
+	} {
+		one := tc.opts
+		one.Workers = 1
+		want, h := build(t, tc.src, nw, one)
+		if n := len(h.Segments); n < 2 {
+			t.Fatalf("%s: %d segments: the stream is too small to exercise the pool", tc.name, n)
+		}
+		for _, w := range []int{2, 3, 8} {
+			o := tc.opts
+			o.Workers = w
+			if got, _ := build(t, tc.src, nw, o); !bytes.Equal(got, want) {
+				t.Errorf("%s: %d workers wrote a different stream than one worker (%d vs %d bytes)", tc.name, w, len(got), len(want))
+			}
+		}
+		if tg, _, err := apply(want, tc.src, ApplyOptions{}); err != nil || !bytes.Equal(tg.b, nw) {
+			t.Errorf("%s: apply: %v (right bytes: %v)", tc.name, err, err == nil && bytes.Equal(tg.b, nw))
+		}
+	}
+}
+
 // fixture is a small delta with every op type.
 func fixture(t testing.TB) (src, tgt, s []byte, h *Header) {
 	r := rand.New(rand.NewPCG(11, 12))

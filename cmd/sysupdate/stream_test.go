@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/sysupdate/sysupdate/internal/testbin"
 	"github.com/sysupdate/sysupdate/stream"
 )
 
@@ -51,7 +52,7 @@ func TestStreamCommands(t *testing.T) {
 	dir := t.TempDir()
 	oldPath, newPath, nw := images(t, dir)
 	delta, full := filepath.Join(dir, "d.sus"), filepath.Join(dir, "f.sus")
-	out, err := runCmd(t, "delta", "--from", oldPath, "--to", newPath, "-o", delta)
+	out, err := publishCmd(t, "delta", "--from", oldPath, "--to", newPath, "-o", delta)
 	if err != nil {
 		t.Fatalf("delta: %v\n%s", err, out)
 	}
@@ -59,7 +60,7 @@ func TestStreamCommands(t *testing.T) {
 	if hh == nil {
 		t.Fatalf("delta output has no header hash:\n%s", out)
 	}
-	if out, err := runCmd(t, "delta", "--to", newPath, "-o", full); err != nil {
+	if out, err := publishCmd(t, "delta", "--to", newPath, "-o", full); err != nil {
 		t.Fatalf("full: %v\n%s", err, out)
 	}
 	// Inspect shows the same header hash and the source it expects.
@@ -98,7 +99,7 @@ func TestApplyErrorsAreClear(t *testing.T) {
 	dir := t.TempDir()
 	oldPath, newPath, _ := images(t, dir)
 	delta := filepath.Join(dir, "d.sus")
-	if out, err := runCmd(t, "delta", "--from", oldPath, "--to", newPath, "-o", delta); err != nil {
+	if out, err := publishCmd(t, "delta", "--from", oldPath, "--to", newPath, "-o", delta); err != nil {
 		t.Fatalf("delta: %v\n%s", err, out)
 	}
 	target := filepath.Join(dir, "t.img")
@@ -133,14 +134,11 @@ func TestApplyCreatesNoFiles(t *testing.T) {
 			t.Fatalf("%s missing: run make deps", tool)
 		}
 	}
-	bin := filepath.Join(t.TempDir(), "sysupdate")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := testbin.Build(t, testbin.Device, testbin.DeviceTags)
 	work := t.TempDir()
 	oldPath, newPath, nw := images(t, work)
 	delta := filepath.Join(work, "d.sus")
-	if out, err := exec.Command(bin, "delta", "--from", oldPath, "--to", newPath, "-o", delta).CombinedOutput(); err != nil {
+	if out, err := publishCmd(t, "delta", "--from", oldPath, "--to", newPath, "-o", delta); err != nil {
 		t.Fatalf("delta: %v\n%s", err, out)
 	}
 	ro := t.TempDir()
@@ -243,7 +241,7 @@ func TestApplyToBlockDevice(t *testing.T) {
 
 	delta, full := filepath.Join(dir, "d.sus"), filepath.Join(dir, "f.sus")
 	for _, args := range [][]string{{"delta", "--from", oldPath, "--to", newPath, "-o", delta}, {"delta", "--to", newPath, "-o", full}} {
-		if out, err := runCmd(t, args...); err != nil {
+		if out, err := publishCmd(t, args...); err != nil {
 			t.Fatalf("%v: %v\n%s", args, err, out)
 		}
 	}

@@ -55,10 +55,10 @@ func newDevice(t *testing.T) *device {
 	if out, err := exec.Command("grub-editenv", d.grubenv, "create").CombinedOutput(); err != nil {
 		t.Fatalf("grub-editenv: %v: %s", err, out)
 	}
-	runOK(t, "keygen", "--out", d.keys, "--expires", "10y", "master")
-	runOK(t, "keygen", "--out", d.keys, "signing")
-	runOK(t, "keyring", "--repo", d.repo, "--master", filepath.Join(d.keys, "master.key"), filepath.Join(d.keys, "signing.pub"))
-	h := serveHandler(d.repo)
+	publishOK(t, "keygen", "--out", d.keys, "--expires", "10y", "master")
+	publishOK(t, "keygen", "--out", d.keys, "signing")
+	publishOK(t, "keyring", "--repo", d.repo, "--master", filepath.Join(d.keys, "master.key"), filepath.Join(d.keys, "signing.pub"))
+	h := http.FileServer(http.Dir(d.repo))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		d.userAgent.Store(r.UserAgent())
 		h.ServeHTTP(w, r)
@@ -94,7 +94,7 @@ func (d *device) publish(v int) {
 	d.imgs[v] = img
 	p := filepath.Join(d.dir, fmt.Sprintf("rootfs-%d.img", v))
 	os.WriteFile(p, img, 0o644)
-	runOK(d.t, "publish", "--repo", d.repo, "--channel", "stable", "--version", fmt.Sprint(v), "--key", filepath.Join(d.keys, "signing.key"), "--model", "board", "rootfs="+p)
+	publishOK(d.t, "publish", "--repo", d.repo, "--channel", "stable", "--version", fmt.Sprint(v), "--key", filepath.Join(d.keys, "signing.key"), "--model", "board", "rootfs="+p)
 }
 
 func (d *device) setCmdline(slot string) {

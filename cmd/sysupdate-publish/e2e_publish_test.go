@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math/rand"
 	"net/http/httptest"
@@ -14,14 +13,21 @@ import (
 	"testing"
 
 	"github.com/sysupdate/sysupdate/client"
+	"github.com/sysupdate/sysupdate/internal/testbin"
 )
 
-// runOK runs a sysupdate command in-process and fails the test on error.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testbin.Cleanup()
+	os.Exit(code)
+}
+
+// runOK runs a sysupdate-publish command in-process and fails the test on error.
 func runOK(t *testing.T, args ...string) string {
 	t.Helper()
 	var out, errb bytes.Buffer
 	if err := run(context.Background(), args, &out, &errb); err != nil {
-		t.Fatalf("sysupdate %s: %v\n%s", strings.Join(args, " "), err, errb.String())
+		t.Fatalf("sysupdate-publish %s: %v\n%s", strings.Join(args, " "), err, errb.String())
 	}
 	return out.String()
 }
@@ -33,7 +39,8 @@ type checkOut struct {
 }
 
 // Acceptance 4: the whole publisher workflow against a repository
-// directory, then the device side checking it over `sysupdate serve`.
+// directory, then the device binary checking it over `sysupdate-publish
+// serve`.
 func TestE2EPublishWorkflow(t *testing.T) {
 	tmp := t.TempDir()
 	keys, repoDir, imgs := filepath.Join(tmp, "keys"), filepath.Join(tmp, "repo"), filepath.Join(tmp, "images")
@@ -71,6 +78,7 @@ func TestE2EPublishWorkflow(t *testing.T) {
 	runOK(t, "promote", "--repo", repoDir, "--from", "testing", "--to", "stable", "--key", filepath.Join(keys, "signing1.key"), "1")
 	runOK(t, "promote", "--repo", repoDir, "--from", "testing", "--to", "stable", "--key", filepath.Join(keys, "signing1.key"), "--phased", "50", "3")
 
+	device := testbin.Build(t, testbin.Device, testbin.DeviceTags)
 	srv := httptest.NewServer(serveHandler(repoDir))
 	defer srv.Close()
 	dev := filepath.Join(tmp, "device")
@@ -89,13 +97,12 @@ func TestE2EPublishWorkflow(t *testing.T) {
 		t.Helper()
 		mid := filepath.Join(dev, name+".machine-id")
 		os.WriteFile(mid, []byte(machineID+"\n"), 0o644)
-		var stdout, stderr bytes.Buffer
-		err := run(context.Background(), []string{"check", "--json", "--repo", srv.URL, "--channel", "stable", "--model", "qemu-x86",
+		stdout, stderr, err := testbin.Run(device, "check", "--json", "--repo", srv.URL, "--channel", "stable", "--model", "qemu-x86",
 			"--master-keys", filepath.Join(dev, "master.pub"), "--state", filepath.Join(dev, name+".state"), "--machine-id", mid,
-			"--installed", fmt.Sprint(installed)}, &stdout, &stderr)
+			"--installed", fmt.Sprint(installed))
 		var co checkOut
-		if jerr := json.Unmarshal(stdout.Bytes(), &co); jerr != nil {
-			t.Fatalf("check output: %v\n%s\n%s", jerr, stdout.String(), stderr.String())
+		if jerr := json.Unmarshal([]byte(stdout), &co); jerr != nil {
+			t.Fatalf("check output: %v\n%s\n%s", jerr, stdout, stderr)
 		}
 		if (err != nil) != (co.Error != "") {
 			t.Fatalf("check: err %v but JSON error %q", err, co.Error)
@@ -138,16 +145,15 @@ func TestE2EPublishWorkflow(t *testing.T) {
 		t.Fatalf("re-adding a revoked key: %v", err)
 	}
 	// Human output.
-	var hout bytes.Buffer
-	if err := run(context.Background(), []string{"check", "--repo", srv.URL, "--channel", "stable", "--model", "qemu-x86", "--master-keys", filepath.Join(dev, "master.pub"),
-		"--state", filepath.Join(dev, "in.state"), "--machine-id", filepath.Join(dev, "in.machine-id"), "--installed", "3"}, &hout, &stderr); err != nil || !strings.Contains(hout.String(), "up to date") {
-		t.Fatalf("human check: %v\n%s", err, hout.String())
+	if hout, herr, err := testbin.Run(device, "check", "--repo", srv.URL, "--channel", "stable", "--model", "qemu-x86", "--master-keys", filepath.Join(dev, "master.pub"),
+		"--state", filepath.Join(dev, "in.state"), "--machine-id", filepath.Join(dev, "in.machine-id"), "--installed", "3"); err != nil || !strings.Contains(hout, "up to date") {
+		t.Fatalf("human check: %v\n%s%s", err, hout, herr)
 	}
 	// Wrong hardware exits with the refusal.
-	err = run(context.Background(), []string{"check", "--repo", srv.URL, "--model", "rpi4", "--master-keys", filepath.Join(dev, "master.pub"),
-		"--state", filepath.Join(dev, "in.state"), "--machine-id", filepath.Join(dev, "in.machine-id")}, &hout, &stderr)
-	if !errors.Is(err, client.ErrWrongModel) {
-		t.Fatalf("wrong model: %v", err)
+	_, herr, err := testbin.Run(device, "check", "--repo", srv.URL, "--model", "rpi4", "--master-keys", filepath.Join(dev, "master.pub"),
+		"--state", filepath.Join(dev, "in.state"), "--machine-id", filepath.Join(dev, "in.machine-id"))
+	if err == nil || !strings.Contains(herr, client.ErrWrongModel.Error()) {
+		t.Fatalf("wrong model: %v\n%s", err, herr)
 	}
 }
 

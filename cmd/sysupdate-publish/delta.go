@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/sysupdate/sysupdate/stream"
+)
+
+func init() {
+	register("delta", "build an update stream: a delta from OLD to NEW, or a full image", runDelta)
+}
+
+func runDelta(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("delta", "[--from OLD.img] --to NEW.img -o OUT", stderr)
+	from := fs.String("from", "", "the image devices have now (omit for a full-image stream)")
+	to := fs.String("to", "", "the image devices should end up with")
+	out := fs.String("o", "", "output stream file")
+	workers := fs.Int("workers", 0, "goroutines (0: one per CPU)")
+	codec := fs.String("full-codec", "lz4", "codec of full-image data ops: lz4 (fastest apply) or zstd (smaller)")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 || *to == "" || *out == "" {
+		fs.Usage()
+		return usageError("delta needs --to NEW.img and -o OUT (and --from OLD.img for a delta)")
+	}
+	opts := stream.BuildOptions{Workers: *workers}
+	switch *codec {
+	case "lz4":
+		opts.FullCodec = stream.CodecLZ4
+	case "zstd":
+		opts.FullCodec = stream.CodecZstd
+	default:
+		return usageError("--full-codec must be lz4 or zstd, not %q", *codec)
+	}
+	start := time.Now()
+	tf, tsize, err := openImage(*to)
+	if err != nil {
+		return err
+	}
+	defer tf.Close()
+	var src io.ReaderAt
+	var ssize int64
+	if *from != "" {
+		sf, n, err := openImage(*from)
+		if err != nil {
+			return err
+		}
+		defer sf.Close()
+		src, ssize = sf, n
+	}
+	// Write beside the output and rename, so a failed build never leaves a
+	// truncated stream under the final name.
+	tmp, err := os.CreateTemp(filepath.Dir(*out), filepath.Base(*out)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("delta: create output: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	h, st, err := stream.Build(tmp, tf, tsize, src, ssize, opts)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("delta: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), *out); err != nil {
+		return fmt.Errorf("delta: %w", err)
+	}
+	kind := "full"
+	if h.IsDelta() {
+		kind = "delta"
+	}
+	fmt.Fprintf(stdout, "%s stream %s: %d bytes (%.2f%% of the image) in %.1fs\nheader hash %s\n", kind, *out, h.StreamSize,
+		100*float64(h.StreamSize)/float64(max(1, tsize)), time.Since(start).Seconds(), h.Hash)
+	for t := 0; t < 4; t++ {
+		if st.Ops[t] > 0 {
+			fmt.Fprintf(stdout, "  %-5s %7d ops %14d target bytes %12d stream bytes\n", stream.OpName(t), st.Ops[t], st.TargetBytes[t], st.DataBytes[t])
+		}
+	}
+	return nil
+}
+
+// openImage opens a file or block device read-only and returns its size.
+func openImage(path string) (*os.File, int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	n, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		f.Close()
+		return nil, 0, fmt.Errorf("size of %s: %w", path, err)
+	}
+	return f, n, nil
+}
