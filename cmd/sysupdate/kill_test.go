@@ -19,35 +19,9 @@ import (
 	"time"
 
 	"github.com/sysupdate/sysupdate/bootloaders/grub"
+	"github.com/sysupdate/sysupdate/internal/testbin"
 	"github.com/sysupdate/sysupdate/partition"
 )
-
-var (
-	binOnce sync.Once
-	binPath string
-	binErr  error
-)
-
-// sysupdateBinary builds the device binary once per test run.
-func sysupdateBinary(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "sysupdate-bin-")
-		if err != nil {
-			binErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "sysupdate")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			binErr = fmt.Errorf("build: %v\n%s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binPath
-}
 
 // compressible returns n bytes that compress to about a third: tokens
 // drawn from a small dictionary, as file systems full of code and text do.
@@ -146,21 +120,21 @@ func newBigDevice(t *testing.T, size int64) *bigDevice {
 	}
 	// 4 MB/s: a link slower than the device writes, as in the field, so
 	// that what the server sent is what the device received.
-	p := &meteredProxy{h: serveHandler(d.repo), rate: 4 << 20}
+	p := &meteredProxy{h: http.FileServer(http.Dir(d.repo)), rate: 4 << 20}
 	srv := httptest.NewServer(p)
 	t.Cleanup(srv.Close)
 	conf, _ := os.ReadFile(d.conf)
 	lines := strings.Split(string(conf), "\n")
 	lines[0] = "repository = " + srv.URL
 	os.WriteFile(d.conf, []byte(strings.Join(lines, "\n")), 0o644)
-	return &bigDevice{device: d, proxy: p, bin: sysupdateBinary(t)}
+	return &bigDevice{device: d, proxy: p, bin: testbin.Build(t, testbin.Device, testbin.DeviceTags)}
 }
 
 func (d *bigDevice) publishImage(v int, img []byte, deltas int) {
 	d.imgs[v] = img
 	p := filepath.Join(d.dir, fmt.Sprintf("rootfs-%d.img", v))
 	os.WriteFile(p, img, 0o644)
-	runOK(d.t, "publish", "--repo", d.repo, "--channel", "stable", "--version", fmt.Sprint(v), "--key", filepath.Join(d.keys, "signing.key"), "--model", "board", "--deltas", fmt.Sprint(deltas), "rootfs="+p)
+	publishOK(d.t, "publish", "--repo", d.repo, "--channel", "stable", "--version", fmt.Sprint(v), "--key", filepath.Join(d.keys, "signing.key"), "--model", "board", "--deltas", fmt.Sprint(deltas), "rootfs="+p)
 }
 
 func (d *bigDevice) slotBytes(name string, n int) []byte {
