@@ -296,7 +296,7 @@ func buildStream(ctx context.Context, dir, model, image string, v, from uint64, 
 	var h *stream.Header
 	err = atomicfile.Write(dst, 0o644, func(w io.Writer) error {
 		var err error
-		h, _, err = stream.Build(w, target, tsize, source, ssize, stream.BuildOptions{})
+		h, _, err = stream.Build(w, target, tsize, source, ssize, stream.BuildOptions{Context: ctx})
 		return err
 	})
 	if err != nil {

@@ -2,6 +2,7 @@ package stream
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -36,6 +37,11 @@ type BuildOptions struct {
 	// default: fastest to apply) or CodecZstd (smaller). Deltas always use
 	// zstd, whose entropy coder matters on difference bytes.
 	FullCodec uint8
+	// Context, when non-nil, stops the build with its error once it is
+	// done: checked between stages and before each op is encoded, so a
+	// cancelled build of a large image ends within a fraction of a second
+	// (w is then partly written, or not at all).
+	Context context.Context
 }
 
 // BuildStats counts what Build produced, by op type.
@@ -64,6 +70,10 @@ func Build(w io.Writer, target io.ReaderAt, targetSize int64, source io.ReaderAt
 	if opts.FullCodec == CodecNone {
 		opts.FullCodec = CodecLZ4
 	}
+	if opts.Context == nil {
+		opts.Context = context.Background()
+	}
+	ctx := opts.Context
 	if opts.Limits.MaxOpTarget < blockSize || opts.Limits.MaxWindow < opts.Limits.MaxOpTarget ||
 		opts.Limits.MaxPayload < opts.Limits.MaxOpTarget || opts.Limits.MaxData < opts.Limits.MaxOpTarget || opts.Limits.MaxTable < 4096 {
 		return nil, nil, fmt.Errorf("stream: build limits %+v too small: need MaxOpTarget >= %d and window, payload and data limits >= MaxOpTarget", opts.Limits, blockSize)
@@ -96,8 +106,15 @@ func Build(w io.Writer, target io.ReaderAt, targetSize int64, source io.ReaderAt
 		wg.Add(1)
 		go func() { defer wg.Done(); h.SourceHash = sha256.Sum256(b.src) }()
 	}
+	if err := ctx.Err(); err != nil {
+		wg.Wait()
+		return nil, nil, err
+	}
 	b.plan(source != nil)
 	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
 	if err := b.encodeAll(); err != nil {
 		return nil, nil, err
 	}
@@ -284,6 +301,10 @@ func (b *builder) encodeAll() error {
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= len(b.jobs) {
+					return
+				}
+				if err := b.opts.Context.Err(); err != nil {
+					errs[w] = err
 					return
 				}
 				if err := e.encode(&b.jobs[i]); err != nil {

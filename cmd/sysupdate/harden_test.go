@@ -461,3 +461,35 @@ func TestApplyRefusesSameSourceAndTarget(t *testing.T) {
 		t.Fatalf("apply to a new file: %s", r.out)
 	}
 }
+
+// TestDeltaStopsOnSIGTERM: building a stream of a large image stops
+// within a second of SIGTERM and leaves no output (nor temporary) file.
+func TestDeltaStopsOnSIGTERM(t *testing.T) {
+	dir := t.TempDir()
+	img := filepath.Join(dir, "big.img")
+	f, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 1 GiB of incompressible-ish content: a few seconds of encoding.
+	buf := make([]byte, 1<<20)
+	for i := 0; i < 1024; i++ {
+		for j := 0; j < len(buf); j += 8 {
+			v := uint64(i*len(buf)+j) * 0x9E3779B97F4A7C15
+			for k := 0; k < 8; k++ {
+				buf[j+k] = byte(v >> (8 * k))
+			}
+		}
+		f.Write(buf)
+	}
+	f.Close()
+	out := filepath.Join(dir, "out.sus")
+	cmd, log := startBin(t, nil, "delta", "--to", img, "-o", out)
+	stopWithin(t, cmd, log, syscall.SIGTERM)
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if e.Name() != "big.img" {
+			t.Errorf("interrupted delta left %s", e.Name())
+		}
+	}
+}

@@ -46,7 +46,7 @@ func runDelta(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Usage()
 		return usageError("delta needs --to NEW.img and -o OUT (and --from OLD.img for a delta)")
 	}
-	opts := stream.BuildOptions{Workers: *workers}
+	opts := stream.BuildOptions{Workers: *workers, Context: ctx}
 	switch *codec {
 	case "lz4":
 		opts.FullCodec = stream.CodecLZ4
