@@ -95,16 +95,17 @@ func Build(w io.Writer, target io.ReaderAt, targetSize int64, source io.ReaderAt
 	h := &Header{TargetSize: targetSize, Limits: opts.Limits}
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); h.TargetHash = sha256.Sum256(b.tgt) }()
+	go func() { defer wg.Done(); h.TargetHash = sumCtx(ctx, b.tgt) }()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		h.TargetTree, _ = TreeHash(bytes.NewReader(b.tgt), targetSize, 1) // in memory: cannot fail
+		// In memory: fails only when ctx ends, which is checked below.
+		h.TargetTree, _ = TreeHash(ctxReaderAt{ctx, bytes.NewReader(b.tgt)}, targetSize, 1)
 	}()
 	if source != nil {
 		h.SourceSize = sourceSize
 		wg.Add(1)
-		go func() { defer wg.Done(); h.SourceHash = sha256.Sum256(b.src) }()
+		go func() { defer wg.Done(); h.SourceHash = sumCtx(ctx, b.src) }()
 	}
 	if err := ctx.Err(); err != nil {
 		wg.Wait()
@@ -134,6 +135,22 @@ func Build(w io.Writer, target io.ReaderAt, targetSize int64, source io.ReaderAt
 		}
 	}
 	return h, &b.stats, nil
+}
+
+// sumCtx is sha256.Sum256 of b, giving up (with a meaningless sum) once
+// ctx is done; the caller checks ctx afterwards.
+func sumCtx(ctx context.Context, b []byte) (h Hash) {
+	d := sha256.New()
+	for len(b) > 0 {
+		if ctx.Err() != nil {
+			return Hash{}
+		}
+		n := min(len(b), 4<<20)
+		d.Write(b[:n])
+		b = b[n:]
+	}
+	d.Sum(h[:0])
+	return h
 }
 
 // load maps the image if it is a file, else reads it into memory. The
