@@ -23,9 +23,14 @@ var (
 	binErr  error
 )
 
-// sysupdateBin builds the command once per test run.
+// sysupdateBin builds the command once per test run. SYSUPDATE_TEST_BIN
+// names another binary instead (to check that these tests fail on an
+// older build).
 func sysupdateBin(t *testing.T) string {
 	t.Helper()
+	if p := os.Getenv("SYSUPDATE_TEST_BIN"); p != "" {
+		return p
+	}
 	binOnce.Do(func() {
 		dir, err := os.MkdirTemp("", "sysupdate-test-bin")
 		if err != nil {
@@ -65,19 +70,26 @@ type result struct {
 	maxRSS int64 // peak resident set, bytes
 }
 
-// runBin runs the binary to completion (at most 60 s) with stdin, under
+// runBin runs the binary to completion (at most 30 s) with stdin, under
 // GNU time for its peak RSS. (The rusage Go gets from wait4 is no use here:
 // a child started with vfork inherits the test process's own peak.)
 func runBin(t *testing.T, stdin io.Reader, args ...string) result {
 	t.Helper()
+	return runBinFor(t, 30*time.Second, stdin, args...)
+}
+
+// runBinFor is runBin that kills the run (time and sysupdate both) after d.
+func runBinFor(t *testing.T, d time.Duration, stdin io.Reader, args ...string) result {
+	t.Helper()
 	rss := filepath.Join(t.TempDir(), "rss")
 	cmd := exec.Command("/usr/bin/time", append([]string{"-f", "%M", "-o", rss, sysupdateBin(t)}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr, cmd.Stdin = &out, &out, stdin
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("GNU time (make deps installs it): %v", err)
 	}
-	timer := time.AfterFunc(60*time.Second, func() { cmd.Process.Kill() })
+	timer := time.AfterFunc(d, func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) })
 	defer timer.Stop()
 	err := cmd.Wait()
 	if _, ok := err.(*exec.ExitError); err != nil && !ok {
@@ -85,12 +97,12 @@ func runBin(t *testing.T, stdin io.Reader, args ...string) result {
 	}
 	b, err := os.ReadFile(rss)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("sysupdate %s: no peak RSS (%v): killed after %v?\n%s", strings.Join(args, " "), err, d, out.String())
 	}
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
 	if len(lines) > 1 { // "Command terminated by signal N" or "exited with non-zero status"
 		if strings.Contains(lines[0], "signal") {
-			t.Fatalf("sysupdate %s: %s (a crash, or 60 s passed)\n%s", strings.Join(args, " "), lines[0], out.String())
+			t.Fatalf("sysupdate %s: %s (a crash, or it ran too long)\n%s", strings.Join(args, " "), lines[0], out.String())
 		}
 	}
 	kib, err := strconv.ParseInt(lines[len(lines)-1], 10, 64)
@@ -152,6 +164,11 @@ func hostile(t *testing.T, dir, name string) string {
 
 const rssBudget = 32 << 20
 
+// zeros reads as endless zero bytes.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) { clear(p); return len(p), nil }
+
 // TestInspectRefusesOverBudgetHeader: the 269-byte stream declaring
 // 0xffffffff limits is refused from its header, in bounded memory.
 func TestInspectRefusesOverBudgetHeader(t *testing.T) {
@@ -211,13 +228,19 @@ func TestVerifySaysShortOrDiffers(t *testing.T) {
 // into a regular file is refused from the file system's free space, at
 // once, and leaves no file behind; an explicit --max-target bounds it too.
 func TestApplyHugeZeroOpRefusedByCapacity(t *testing.T) {
+	// A small tmpfs: whatever a faulty build does with the zero op (holes
+	// or written zeros), it cannot fill the machine's disk.
 	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount a tmpfs (needs root, as make test runs): %v\n%s", err, out)
+	}
+	defer exec.Command("umount", dir).Run()
 	for _, name := range []string{"hostile-zero-2p50", "hostile-zero-2p62"} {
 		s := hostile(t, dir, name)
 		target := filepath.Join(dir, "target.img")
 		for _, extra := range [][]string{nil, {"--max-target", "1G"}} {
 			start := time.Now()
-			r := runBin(t, nil, append([]string{"apply", "--target", target, s}, extra...)...)
+			r := runBinFor(t, 10*time.Second, nil, append([]string{"apply", "--target", target, s}, extra...)...)
 			if r.code != 1 || !strings.Contains(r.out, "target too small") {
 				t.Errorf("%s %v: exit %d, want a capacity refusal:\n%s", name, extra, r.code, r.out)
 			}
@@ -348,6 +371,16 @@ func TestStreamCommandsBoundedRSS(t *testing.T) {
 	}
 	if runs < 20 {
 		t.Fatalf("only %d runs: the corpus is missing seeds", runs)
+	}
+	// The huge-limits header followed by 256 MiB on stdin: a reader that
+	// sized its op table from the header would fill it.
+	seed := corpus(t, "FuzzInspect")["hostile-huge-limits"][0]
+	for _, args := range [][]string{{"inspect", "-"}, {"apply", "--target", filepath.Join(dir, "x.img"), "-"}} {
+		r := runBin(t, io.MultiReader(bytes.NewReader(seed), io.LimitReader(zeros{}, 256<<20)), args...)
+		t.Logf("hostile-huge-limits + 256 MiB on stdin, %s: exit %d, peak RSS %.1f MiB", args[0], r.code, float64(r.maxRSS)/(1<<20))
+		if r.code == 0 || r.maxRSS > rssBudget {
+			t.Errorf("sysupdate %s on huge limits plus 256 MiB: exit %d, peak RSS %.1f MiB (budget 32 MiB)", strings.Join(args, " "), r.code, float64(r.maxRSS)/(1<<20))
+		}
 	}
 	// And streams that apply: a delta and a full image, with read-back.
 	oldPath, newPath, _ := images(t, dir)
