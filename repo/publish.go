@@ -140,6 +140,9 @@ func Publish(ctx context.Context, o Options, req PublishRequest) (*Result, error
 	if phased < 0 || phased > 100 {
 		return nil, fmt.Errorf("repo: phased %d is not a percentage", phased)
 	}
+	if err := probeSigner(&o); err != nil {
+		return nil, err
+	}
 	idx, err := LoadIndex(o.Dir, req.Channel)
 	if err != nil {
 		return nil, err
@@ -293,7 +296,7 @@ func buildStream(ctx context.Context, dir, model, image string, v, from uint64, 
 	var h *stream.Header
 	err = atomicfile.Write(dst, 0o644, func(w io.Writer) error {
 		var err error
-		h, _, err = stream.Build(w, target, tsize, source, ssize, stream.BuildOptions{})
+		h, _, err = stream.Build(w, target, tsize, source, ssize, stream.BuildOptions{Context: ctx})
 		return err
 	})
 	if err != nil {
@@ -357,6 +360,9 @@ func Promote(ctx context.Context, o Options, req PromoteRequest) (*Result, error
 	}
 	if req.Phased < -1 || req.Phased > 100 {
 		return nil, fmt.Errorf("repo: phased %d is not a percentage", req.Phased)
+	}
+	if err := probeSigner(&o); err != nil {
+		return nil, err
 	}
 	from, err := LoadIndex(o.Dir, req.From)
 	if err != nil {

@@ -207,7 +207,9 @@ func (w *sink) op(i int, o *Op, out []byte, th *treeHasher) error {
 		if err := w.zeros(o.TargetOff, o.TargetLen); err != nil {
 			return err
 		}
-		th.Zeros(o.TargetLen)
+		if err := th.Zeros(w.ctx, o.TargetLen); err != nil {
+			return err
+		}
 	case o.Type == OpCopy && o.TargetLen == treeChunk && o.TargetOff%treeChunk == 0 && len(o.Extents) == 1:
 		// out is the source window whose SHA-256 was just checked
 		// against o.SourceHash: that is this chunk's tree hash.
@@ -318,6 +320,8 @@ func checkEnd(lr *countingReader) error {
 	return nil
 }
 
+// writeZeros writes n zero bytes at off, len(zero) at a time; it stops with
+// ctx's error once ctx is done (a zero op may declare 2^62 bytes).
 func writeZeros(ctx context.Context, w io.WriterAt, off, n int64, zero []byte) error {
 	for n > 0 {
 		if err := ctx.Err(); err != nil {
@@ -579,22 +583,12 @@ func runPatch(payload, win, out []byte) error {
 	return nil
 }
 
-// Verify re-reads the target and compares its tree hash with the header's:
-// the check to run before a slot is made bootable. Two goroutines read 1 MiB
-// chunks with ReadAt (the target must allow concurrent ReadAt, as *os.File
-// does) and hash them; all-zero chunks cost a comparison.
+// Verify re-reads a target that was just written and compares its tree
+// hash with the header's: the check to run before a slot is made bootable.
+// A mismatch is reported as a write that did not stick; use CheckTarget
+// for a target that was not just written. See verifyTarget for the rest.
 func Verify(ctx context.Context, target io.ReaderAt, h *Header) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	sum, err := TreeHash(ctxReaderAt{ctx, target}, h.TargetSize, 2)
-	if err != nil {
-		return fmt.Errorf("stream: verify: %w", err)
-	}
-	if sum != h.TargetTree {
-		return fmt.Errorf("%w: target reads back with tree hash %s, want %s: the write did not stick (bad medium?); do not boot this slot", ErrTargetMismatch, sum, h.TargetTree)
-	}
-	return nil
+	return verifyTarget(ctx, target, h, true)
 }
 
 // ctxReaderAt stops reading once ctx is done.

@@ -2,6 +2,7 @@ package stream
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -36,6 +37,11 @@ type BuildOptions struct {
 	// default: fastest to apply) or CodecZstd (smaller). Deltas always use
 	// zstd, whose entropy coder matters on difference bytes.
 	FullCodec uint8
+	// Context, when non-nil, stops the build with its error once it is
+	// done: checked between stages and before each op is encoded, so a
+	// cancelled build of a large image ends within a fraction of a second
+	// (w is then partly written, or not at all).
+	Context context.Context
 }
 
 // BuildStats counts what Build produced, by op type.
@@ -64,6 +70,10 @@ func Build(w io.Writer, target io.ReaderAt, targetSize int64, source io.ReaderAt
 	if opts.FullCodec == CodecNone {
 		opts.FullCodec = CodecLZ4
 	}
+	if opts.Context == nil {
+		opts.Context = context.Background()
+	}
+	ctx := opts.Context
 	if opts.Limits.MaxOpTarget < blockSize || opts.Limits.MaxWindow < opts.Limits.MaxOpTarget ||
 		opts.Limits.MaxPayload < opts.Limits.MaxOpTarget || opts.Limits.MaxData < opts.Limits.MaxOpTarget || opts.Limits.MaxTable < 4096 {
 		return nil, nil, fmt.Errorf("stream: build limits %+v too small: need MaxOpTarget >= %d and window, payload and data limits >= MaxOpTarget", opts.Limits, blockSize)
@@ -85,22 +95,30 @@ func Build(w io.Writer, target io.ReaderAt, targetSize int64, source io.ReaderAt
 	h := &Header{TargetSize: targetSize, Limits: opts.Limits}
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); h.TargetHash = sha256.Sum256(b.tgt) }()
+	go func() { defer wg.Done(); h.TargetHash = sumCtx(ctx, b.tgt) }()
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		h.TargetTree, _ = TreeHash(bytes.NewReader(b.tgt), targetSize, 1) // in memory: cannot fail
+		// In memory: fails only when ctx ends, which is checked below.
+		h.TargetTree, _ = TreeHash(ctxReaderAt{ctx, bytes.NewReader(b.tgt)}, targetSize, 1)
 	}()
 	if source != nil {
 		h.SourceSize = sourceSize
 		wg.Add(1)
-		go func() { defer wg.Done(); h.SourceHash = sha256.Sum256(b.src) }()
+		go func() { defer wg.Done(); h.SourceHash = sumCtx(ctx, b.src) }()
+	}
+	if err := ctx.Err(); err != nil {
+		wg.Wait()
+		return nil, nil, err
 	}
 	b.plan(source != nil)
 	// The hashes only go into the header: encode while they run, so all
 	// cores stay busy from the start.
 	err = b.encodeAll()
 	wg.Wait()
+	if err == nil {
+		err = ctx.Err()
+	}
 	if err != nil {
 		return nil, nil, err
 	}
@@ -120,6 +138,22 @@ func Build(w io.Writer, target io.ReaderAt, targetSize int64, source io.ReaderAt
 		}
 	}
 	return h, &b.stats, nil
+}
+
+// sumCtx is sha256.Sum256 of b, giving up (with a meaningless sum) once
+// ctx is done; the caller checks ctx afterwards.
+func sumCtx(ctx context.Context, b []byte) (h Hash) {
+	d := sha256.New()
+	for len(b) > 0 {
+		if ctx.Err() != nil {
+			return Hash{}
+		}
+		n := min(len(b), 4<<20)
+		d.Write(b[:n])
+		b = b[n:]
+	}
+	d.Sum(h[:0])
+	return h
 }
 
 // load maps the image if it is a file, else reads it into memory. The
@@ -300,6 +334,10 @@ func (b *builder) encodeAll() error {
 			for {
 				i := int(next.Add(1) - 1)
 				if i >= len(b.jobs) {
+					return
+				}
+				if err := b.opts.Context.Err(); err != nil {
+					errs[w] = err
 					return
 				}
 				if err := e.encode(&b.jobs[i]); err != nil {

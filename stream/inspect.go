@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"fmt"
 	"io"
 )
 
@@ -27,14 +28,28 @@ func CodecName(c int) string { return codecNames[c] }
 
 // Inspect reads a whole stream from r and checks its structure and every
 // table and blob hash, without a source or a target and without decoding
-// any blob. It reads no more than the header declares.
+// any blob. It reads no more than the header declares, and refuses with
+// ErrBudget, before reading past the header, a stream whose declared
+// limits exceed DefaultLimits: its buffers are bounded exactly as Apply's.
 func Inspect(ctx context.Context, r io.Reader) (*Info, error) {
+	return InspectBudget(ctx, r, DefaultLimits)
+}
+
+// InspectBudget is Inspect with an explicit buffer budget (zero means
+// DefaultLimits), for streams built with larger limits than the default.
+func InspectBudget(ctx context.Context, r io.Reader, budget Limits) (*Info, error) {
+	if budget == (Limits{}) {
+		budget = DefaultLimits
+	}
 	lr := &countingReader{r: r}
 	h, err := ReadHeader(lr)
 	if err != nil {
 		return nil, err
 	}
 	info := &Info{Header: h}
+	if err := h.Limits.within(budget); err != nil {
+		return info, fmt.Errorf("%w: %v", ErrBudget, err)
+	}
 	lr.max = h.StreamSize
 	a := &applier{h: h}
 	err = a.walk(ctx, lr, func(i int, o *Op, _ []byte) error {

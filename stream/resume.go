@@ -167,7 +167,9 @@ func rehash(ctx context.Context, r io.ReaderAt, n int64, th *treeHasher, zero []
 			return fmt.Errorf("stream: re-read the target's first %d bytes at offset %d: %w", n, off, truncated(err))
 		}
 		if isZero(b, zero) {
-			th.Zeros(k)
+			if err := th.Zeros(ctx, k); err != nil {
+				return err
+			}
 		} else {
 			th.Write(b)
 		}

@@ -411,8 +411,8 @@ func TestVerifyCatchesBadMedium(t *testing.T) {
 	if err := Verify(context.Background(), bytes.NewReader(bad), h); !errors.Is(err, ErrTargetMismatch) {
 		t.Fatalf("want ErrTargetMismatch, got %v", err)
 	}
-	if err := Verify(context.Background(), bytes.NewReader(tgt[:10]), h); !errors.Is(err, ErrTruncated) {
-		t.Fatalf("short target: want ErrTruncated, got %v", err)
+	if err := Verify(context.Background(), bytes.NewReader(tgt[:10]), h); !errors.Is(err, ErrTargetTooSmall) {
+		t.Fatalf("short target: want ErrTargetTooSmall, got %v", err)
 	}
 }
 

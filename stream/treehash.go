@@ -2,6 +2,7 @@ package stream
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -76,9 +77,16 @@ func (t *treeHasher) Chunk(h Hash) bool {
 	return true
 }
 
-// Zeros hashes n zero bytes; whole chunks cost nothing.
-func (t *treeHasher) Zeros(n int64) {
-	for n > 0 {
+// Zeros hashes n zero bytes; whole chunks cost one 32-byte write each.
+// A zero op may declare up to 2^62 bytes, so it stops with ctx's error
+// once ctx is done (checked every few thousand chunks).
+func (t *treeHasher) Zeros(ctx context.Context, n int64) error {
+	for iter := 0; n > 0; iter++ {
+		if iter%4096 == 0 {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+		}
 		if t.fill == 0 && n >= treeChunk {
 			z := zeroChunk()
 			t.outer.Write(z[:])
@@ -89,6 +97,7 @@ func (t *treeHasher) Zeros(n int64) {
 		t.Write(t.zero[:k])
 		n -= k
 	}
+	return nil
 }
 
 // Sum returns the tree hash; call it once, after the last byte.
@@ -100,48 +109,63 @@ func (t *treeHasher) Sum() (s Hash) {
 	return s
 }
 
+// treeBatch is how many chunk hashes TreeHash holds at once: its memory
+// is bounded by this and the workers' buffers, whatever size it is given.
+const treeBatch = 256
+
 // TreeHash computes the chunked target hash of the first size bytes of r
-// with workers goroutines (each reads its own chunks with ReadAt).
+// with workers goroutines (each reads its own chunks with ReadAt). Its
+// memory does not depend on size: workers hash treeBatch chunks at a time.
 func TreeHash(r io.ReaderAt, size int64, workers int) (Hash, error) {
-	n := int((size + treeChunk - 1) / treeChunk)
-	sums := make([]Hash, n)
-	errs := make([]error, max(workers, 1))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for w := range errs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, treeChunk)
-			zero := make([]byte, treeChunk)
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= n {
-					return
-				}
-				off := int64(i) * treeChunk
-				b := buf[:min(treeChunk, size-off)]
-				if _, err := r.ReadAt(b, off); err != nil {
-					errs[w] = fmt.Errorf("read at %d: %w", off, truncated(err))
-					return
-				}
-				if len(b) == treeChunk && bytes.Equal(b, zero) {
-					sums[i] = zeroChunk()
-				} else {
-					sums[i] = sha256.Sum256(b)
-				}
-			}
-		}()
+	if size < 0 {
+		return Hash{}, fmt.Errorf("stream: tree hash of a negative size %d", size)
 	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return Hash{}, err
-		}
-	}
+	workers = max(workers, 1)
+	n := (size + treeChunk - 1) / treeChunk
 	t := newTreeHasher(size, nil)
-	for i := range sums {
-		t.outer.Write(sums[i][:])
+	bufs := make([][]byte, workers)
+	for w := range bufs {
+		bufs[w] = make([]byte, treeChunk)
+	}
+	zero := make([]byte, treeChunk)
+	var sums [treeBatch]Hash
+	errs := make([]error, workers)
+	for base := int64(0); base < n; base += treeBatch {
+		cnt := min(n-base, treeBatch)
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for w := range bufs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					i := next.Add(1) - 1
+					if i >= cnt {
+						return
+					}
+					off := (base + i) * treeChunk
+					b := bufs[w][:min(treeChunk, size-off)]
+					if _, err := r.ReadAt(b, off); err != nil {
+						errs[w] = fmt.Errorf("read at %d: %w", off, truncated(err))
+						return
+					}
+					if len(b) == treeChunk && bytes.Equal(b, zero) {
+						sums[i] = zeroChunk()
+					} else {
+						sums[i] = sha256.Sum256(b)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				return Hash{}, err
+			}
+		}
+		for i := range sums[:cnt] {
+			t.outer.Write(sums[i][:])
+		}
 	}
 	var s Hash
 	t.outer.Sum(s[:0])

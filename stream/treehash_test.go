@@ -2,6 +2,7 @@ package stream
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"math/rand/v2"
@@ -49,7 +50,9 @@ func TestTreeHash(t *testing.T) {
 				l := min(n-off, 1+r.IntN(3*c/2))
 				p := b[off : off+l]
 				if bytes.Equal(p, make([]byte, l)) {
-					th.Zeros(int64(l))
+					if err := th.Zeros(context.Background(), int64(l)); err != nil {
+						t.Fatal(err)
+					}
 				} else {
 					th.Write(p)
 				}

@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"time"
 
+	"github.com/sysupdate/sysupdate/atomicfile"
+	"github.com/sysupdate/sysupdate/partition"
 	"github.com/sysupdate/sysupdate/stream"
 )
 
@@ -30,7 +30,7 @@ func runDelta(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Usage()
 		return usageError("delta needs --to NEW.img and -o OUT (and --from OLD.img for a delta)")
 	}
-	opts := stream.BuildOptions{Workers: *workers}
+	opts := stream.BuildOptions{Workers: *workers, Context: ctx}
 	switch *codec {
 	case "lz4":
 		opts.FullCodec = stream.CodecLZ4
@@ -40,39 +40,31 @@ func runDelta(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return usageError("--full-codec must be lz4 or zstd, not %q", *codec)
 	}
 	start := time.Now()
-	tf, tsize, err := openImage(*to)
+	tf, tsize, err := partition.OpenImage(*to)
 	if err != nil {
-		return err
+		return fmt.Errorf("delta: --to: %w", err)
 	}
 	defer tf.Close()
 	var src io.ReaderAt
 	var ssize int64
 	if *from != "" {
-		sf, n, err := openImage(*from)
+		sf, n, err := partition.OpenImage(*from)
 		if err != nil {
-			return err
+			return fmt.Errorf("delta: --from: %w", err)
 		}
 		defer sf.Close()
 		src, ssize = sf, n
 	}
-	// Write beside the output and rename, so a failed build never leaves a
-	// truncated stream under the final name.
-	tmp, err := os.CreateTemp(filepath.Dir(*out), filepath.Base(*out)+".tmp*")
+	// The one atomic writer: a failed build never leaves a truncated
+	// stream under the final name.
+	var h *stream.Header
+	var st *stream.BuildStats
+	err = atomicfile.Write(*out, 0o644, func(w io.Writer) error {
+		var err error
+		h, st, err = stream.Build(w, tf, tsize, src, ssize, opts)
+		return err
+	})
 	if err != nil {
-		return fmt.Errorf("delta: create output: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	h, st, err := stream.Build(tmp, tf, tsize, src, ssize, opts)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("delta: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), *out); err != nil {
 		return fmt.Errorf("delta: %w", err)
 	}
 	kind := "full"
@@ -87,18 +79,4 @@ func runDelta(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	return nil
-}
-
-// openImage opens a file or block device read-only and returns its size.
-func openImage(path string) (*os.File, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, 0, err
-	}
-	n, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		f.Close()
-		return nil, 0, fmt.Errorf("size of %s: %w", path, err)
-	}
-	return f, n, nil
 }

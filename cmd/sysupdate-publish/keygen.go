@@ -93,8 +93,12 @@ func parseLifetime(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// readKey reads the single key in path.
+// readKey reads the single key in path; a private key must be usable for
+// signing and kept from group and others (trust.ReadPrivateKeyFile).
 func readKey(path string, private bool) (*trust.Key, error) {
+	if private {
+		return trust.ReadPrivateKeyFile(path)
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -105,9 +109,6 @@ func readKey(path string, private bool) (*trust.Key, error) {
 	}
 	if len(keys) != 1 {
 		return nil, fmt.Errorf("%s holds %d keys, want one", path, len(keys))
-	}
-	if private && !keys[0].HasPrivate() {
-		return nil, fmt.Errorf("%s is a public key; pass the .key file", path)
 	}
 	return keys[0], nil
 }

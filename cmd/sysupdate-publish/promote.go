@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"time"
 
 	"github.com/sysupdate/sysupdate/repo"
 )
@@ -42,6 +43,9 @@ func runPromote(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	key, err := readKey(*keyPath, true)
 	if err != nil {
+		return err
+	}
+	if err := repo.CheckSigner(*dir, key, time.Now()); err != nil {
 		return err
 	}
 	o := repo.Options{Dir: *dir, Key: key, IndexLifetime: life, Deltas: *deltas, Logf: func(f string, a ...any) { fmt.Fprintf(stderr, f+"\n", a...) }}

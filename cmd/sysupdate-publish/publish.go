@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/sysupdate/sysupdate/manifest"
 	"github.com/sysupdate/sysupdate/repo"
@@ -42,6 +43,11 @@ func runPublish(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	key, err := readKey(*keyPath, true)
 	if err != nil {
+		return err
+	}
+	// Before anything is built: an index signed by a key the keyring
+	// does not list (the master key, say) is refused by every device.
+	if err := repo.CheckSigner(*dir, key, time.Now()); err != nil {
 		return err
 	}
 	o := repo.Options{Dir: *dir, Key: key, IndexLifetime: life, Deltas: *deltas, Logf: func(f string, a ...any) { fmt.Fprintf(stderr, f+"\n", a...) }}

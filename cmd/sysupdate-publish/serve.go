@@ -14,7 +14,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"github.com/sysupdate/sysupdate/trust"
 )
 
 func init() {
@@ -77,7 +80,11 @@ func runServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 // Last-Modified, no content encoding, "Cache-Control: no-cache" so
 // developers see republished indexes at once. Paths cannot leave dir: files
 // are opened through an os.Root, which also refuses symlinks pointing out.
-// Directories and dot files are not served.
+// Directories, dot files, anything but regular files (a FIFO is opened
+// non-blocking and refused, so it cannot hold a goroutine and descriptors)
+// and private keys (trust.LooksLikeSecretKey: 403) are not served. A request
+// for more than maxRanges ranges gets the whole file (200), as Apache and
+// nginx do, instead of a multipart reply many times the file's size.
 func serveHandler(dir string) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -102,7 +109,8 @@ func serveHandler(dir string) http.Handler {
 			return
 		}
 		defer root.Close()
-		f, err := root.Open(name)
+		// O_NONBLOCK: opening a FIFO would otherwise wait for a writer.
+		f, err := root.OpenFile(name, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
 				http.NotFound(w, r)
@@ -117,6 +125,19 @@ func serveHandler(dir string) http.Handler {
 			http.NotFound(w, r)
 			return
 		}
+		head := make([]byte, trust.SecretSniffLen)
+		n, err := f.ReadAt(head, 0)
+		if err != nil && !errors.Is(err, io.EOF) {
+			http.Error(w, "read error", http.StatusInternalServerError)
+			return
+		}
+		if trust.LooksLikeSecretKey(head[:n]) {
+			http.Error(w, "refusing to serve a private key: move it out of the repository directory", http.StatusForbidden)
+			return
+		}
+		if rng := r.Header.Get("Range"); strings.Count(rng, ",") >= maxRanges {
+			r.Header.Del("Range") // too many ranges: the whole file, once
+		}
 		h := w.Header()
 		h.Set("ETag", `"`+strconv.FormatInt(fi.Size(), 16)+"-"+strconv.FormatInt(fi.ModTime().UnixNano(), 16)+`"`)
 		h.Set("Cache-Control", "no-cache")
@@ -126,6 +147,9 @@ func serveHandler(dir string) http.Handler {
 		http.ServeContent(w, r, name, fi.ModTime(), f)
 	})
 }
+
+// maxRanges is the most byte ranges serveHandler honours in one request.
+const maxRanges = 16
 
 // logRequests writes one line per request to w: remote, method, path,
 // Range, status, body bytes, duration.

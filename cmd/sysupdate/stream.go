@@ -4,12 +4,19 @@ import (
 	"context"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
+	"path/filepath"
 	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
+	"github.com/sysupdate/sysupdate/ctxio"
 	"github.com/sysupdate/sysupdate/partition"
 	"github.com/sysupdate/sysupdate/stream"
 )
@@ -23,21 +30,7 @@ func init() {
 	register("verify", "re-read a target and compare it with a stream's header", runVerify)
 }
 
-// openImage opens a file or block device read-only and returns its size.
-func openImage(path string) (*os.File, int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, 0, err
-	}
-	n, err := f.Seek(0, io.SeekEnd)
-	if err != nil {
-		f.Close()
-		return nil, 0, fmt.Errorf("size of %s: %w", path, err)
-	}
-	return f, n, nil
-}
-
-func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) (err error) {
 	fs := newFlagSet("apply", "[--source OLD] --target OUT [--expect-header HASH] STREAM|-", stderr)
 	source := fs.String("source", "", "the image the delta reads (the active slot); omit for full streams")
 	target := fs.String("target", "", "where to write: the inactive slot's block device, or a file")
@@ -45,6 +38,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	maxSize := fs.Int64("max-size", 0, "refuse to read more than this many stream bytes (0: as the header declares)")
 	verify := fs.Bool("verify", true, "re-read the target after writing and compare its hash")
 	progress := fs.Bool("progress", false, "print progress lines to stderr")
+	maxTarget := fs.String("max-target", "", "largest image to write into a regular-file target, e.g. 8G (default: the file system's free space plus the file's size)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -52,6 +46,26 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if len(pos) != 1 || *target == "" {
 		fs.Usage()
 		return usageError("apply needs --target OUT and one STREAM (or - for stdin)")
+	}
+	var fileLimit int64
+	if *maxTarget != "" {
+		if fileLimit, err = parseSize(*maxTarget); err != nil || fileLimit <= 0 {
+			return usageError("--max-target wants a size such as 4096, 512M or 8G, not %q", *maxTarget)
+		}
+	}
+	// Reading a delta's source, or the stream, from the bytes being
+	// written destroys both: refuse before opening anything for writing.
+	for _, in := range []struct{ what, path string }{{"--source", *source}, {"the stream", pos[0]}} {
+		if in.path == "" || in.path == "-" {
+			continue
+		}
+		same, err := partition.Overlap(in.path, *target)
+		if err != nil {
+			return fmt.Errorf("apply: %w", err)
+		}
+		if same {
+			return usageError("%s %s and --target %s are the same file or overlapping parts of one device; apply writes the target while it reads the %s, which would corrupt both", in.what, in.path, *target, strings.TrimPrefix(in.what, "--"))
+		}
 	}
 	applyMemorySettings()
 	opts := stream.ApplyOptions{MaxStreamSize: *maxSize}
@@ -64,24 +78,32 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 		opts.ExpectHeader = &hsh
 	}
-	in, closeIn, err := openStream(pos[0])
+	in, closeIn, err := openStream(ctx, pos[0])
 	if err != nil {
 		return err
 	}
 	defer closeIn()
 	if *source != "" {
-		sf, _, err := openImage(*source)
+		sf, _, err := partition.OpenImage(*source)
 		if err != nil {
 			return fmt.Errorf("apply: source: %w", err)
 		}
 		defer sf.Close()
 		opts.Source = sf
 	}
-	tf, capacity, err := openTarget(*target)
+	tf, capacity, blk, created, err := openTarget(*target, fileLimit)
 	if err != nil {
 		return fmt.Errorf("apply: target: %w", err)
 	}
 	defer tf.Close()
+	if created {
+		// A stream refused before its first write leaves no empty file.
+		defer func() {
+			if st, serr := tf.Stat(); err != nil && serr == nil && st.Size() == 0 {
+				os.Remove(*target)
+			}
+		}()
+	}
 	opts.TargetCapacity = capacity
 	if *progress {
 		last := int64(-1)
@@ -96,8 +118,11 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		}
 	}
 	start := time.Now()
-	h, err := stream.Apply(ctx, in, fileTarget{tf, capacity > 0}, opts)
+	h, err := stream.Apply(ctx, in, fileTarget{tf, blk}, opts)
 	if err != nil {
+		if errors.Is(err, stream.ErrTargetTooSmall) && !blk && fileLimit == 0 {
+			return fmt.Errorf("apply: %w (the file system holding %s has room for %d bytes; free some space, or pass --max-target SIZE if the image is sparse enough to fit)", err, *target, capacity)
+		}
 		return fmt.Errorf("apply: %w", err)
 	}
 	applied := time.Since(start)
@@ -117,16 +142,62 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	return nil
 }
 
-// openStream opens a stream file, or stdin for "-".
-func openStream(arg string) (io.Reader, func() error, error) {
+// openStream opens a stream file, or stdin for "-". Stdin, a FIFO or a
+// character device can block a read (or, for a FIFO, the open) forever: those
+// are read in a goroutine, so the command still stops when ctx ends.
+func openStream(ctx context.Context, arg string) (io.Reader, func() error, error) {
 	if arg == "-" {
-		return stdin, func() error { return nil }, nil
+		return ctxio.NewReader(ctx, stdin), func() error { return nil }, nil
 	}
-	f, err := os.Open(arg)
+	st, err := os.Stat(arg)
 	if err != nil {
 		return nil, nil, err
 	}
-	return f, f.Close, nil
+	if st.IsDir() {
+		return nil, nil, fmt.Errorf("%s is a directory; give a stream file or - for stdin", arg)
+	}
+	if st.Mode().IsRegular() || st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0 {
+		f, err := os.Open(arg)
+		if err != nil {
+			return nil, nil, err
+		}
+		return f, f.Close, nil
+	}
+	var mu sync.Mutex
+	var f *os.File
+	r := ctxio.NewOpener(ctx, func() (io.Reader, error) {
+		g, err := os.Open(arg)
+		mu.Lock()
+		defer mu.Unlock()
+		f = g
+		return g, err
+	})
+	return r, func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		if f != nil {
+			return f.Close()
+		}
+		return nil
+	}, nil
+}
+
+// parseSize parses a byte count with an optional K, M, G, T, P or E
+// suffix (powers of 1024).
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	if i := strings.IndexAny(s, "KMGTPE"); i >= 0 && i == len(s)-1 {
+		mult = 1 << (10 * (1 + strings.IndexByte("KMGTPE", s[i])))
+		s = s[:i]
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("size %q: want a number of bytes with an optional K, M, G, T, P or E suffix", s)
+	}
+	if n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("size %q overflows", s)
+	}
+	return n * mult, nil
 }
 
 // applyMemorySettings tunes the garbage collector for applying a stream.
@@ -149,27 +220,43 @@ type fileTarget struct {
 func (t fileTarget) ZeroRange(off, n int64) error { return partition.ZeroRange(t.File, t.blk, off, n) }
 
 // openTarget opens an existing block device or a regular file (created if
-// missing) for writing, and returns the capacity of a block device (0 for a
-// file, which grows).
-func openTarget(path string) (*os.File, int64, error) {
+// missing) for writing and returns how large an image it takes: a block
+// device's size; for a file, limit if > 0, else the file system's free
+// space plus the file's current size (a file grows, but not past the disk:
+// a header declaring an exabyte must not make a sparse file of that size).
+func openTarget(path string, limit int64) (f *os.File, capacity int64, blk, created bool, err error) {
 	st, err := os.Stat(path)
-	if err == nil && st.Mode()&os.ModeDevice != 0 {
+	if err == nil && st.Mode()&os.ModeDevice != 0 && st.Mode()&os.ModeCharDevice == 0 {
 		f, err := os.OpenFile(path, os.O_RDWR, 0)
 		if err != nil {
-			return nil, 0, err
+			return nil, 0, false, false, err
 		}
 		n, err := f.Seek(0, io.SeekEnd)
 		if err != nil {
 			f.Close()
-			return nil, 0, err
+			return nil, 0, false, false, err
 		}
-		return f, n, nil
+		return f, n, true, false, nil
 	}
 	if err == nil && !st.Mode().IsRegular() {
-		return nil, 0, fmt.Errorf("%s is neither a block device nor a regular file", path)
+		return nil, 0, false, false, fmt.Errorf("%s is neither a block device nor a regular file", path)
 	}
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
-	return f, 0, err
+	created = errors.Is(err, os.ErrNotExist)
+	if limit <= 0 {
+		free, err := partition.FreeSpace(filepath.Dir(path))
+		if err != nil {
+			return nil, 0, false, false, err
+		}
+		limit = free
+		if st != nil {
+			limit = min(free+st.Size(), 1<<62)
+		}
+	}
+	f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, 0, false, false, err
+	}
+	return f, max(limit, 1), false, created, nil
 }
 
 func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
@@ -183,7 +270,7 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fs.Usage()
 		return usageError("inspect needs one STREAM (or - for stdin)")
 	}
-	in, closeIn, err := openStream(pos[0])
+	in, closeIn, err := openStream(ctx, pos[0])
 	if err != nil {
 		return err
 	}
@@ -237,7 +324,7 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 }
 
 func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("verify", "--target DEV STREAM", stderr)
+	fs := newFlagSet("verify", "--target DEV STREAM|-", stderr)
 	target := fs.String("target", "", "the partition or file to re-read")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
@@ -245,27 +332,30 @@ func runVerify(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	if len(pos) != 1 || *target == "" {
 		fs.Usage()
-		return usageError("verify needs --target and one STREAM")
+		return usageError("verify needs --target and one STREAM (or - for stdin)")
 	}
-	sf, err := os.Open(pos[0])
+	in, closeIn, err := openStream(ctx, pos[0])
 	if err != nil {
 		return err
 	}
-	defer sf.Close()
-	h, err := stream.ReadHeader(sf)
+	defer closeIn()
+	h, err := stream.ReadHeader(in)
 	if err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
-	tf, err := os.Open(*target)
+	tf, size, err := partition.OpenImage(*target)
 	if err != nil {
-		return err
+		return fmt.Errorf("verify: target: %w", err)
 	}
 	defer tf.Close()
+	if size < h.TargetSize {
+		return fmt.Errorf("verify: %w: %s is %d bytes, shorter than the %d-byte image the stream describes; is it the right partition or file?", stream.ErrTargetTooSmall, *target, size, h.TargetSize)
+	}
 	if err := dropCache(tf); err != nil {
 		return fmt.Errorf("verify: %w", err)
 	}
-	if err := stream.Verify(ctx, tf, h); err != nil {
-		return fmt.Errorf("verify: %w", err)
+	if err := stream.CheckTarget(ctx, tf, h); err != nil {
+		return fmt.Errorf("verify: %s: %w", *target, err)
 	}
 	fmt.Fprintf(stdout, "%s: %d bytes match sha256 %s\n", *target, h.TargetSize, h.TargetHash)
 	return nil
