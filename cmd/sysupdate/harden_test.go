@@ -29,6 +29,16 @@ func sysupdateBin(t *testing.T) string {
 	return testbin.Build(t, testbin.Device, testbin.DeviceTags)
 }
 
+// binFor is the binary that has the command args[0]: the publisher's
+// commands (delta) run from sysupdate-publish.
+func binFor(t *testing.T, args []string) string {
+	t.Helper()
+	if len(args) > 0 && args[0] == "delta" {
+		return testbin.Build(t, testbin.Publisher, "")
+	}
+	return sysupdateBin(t)
+}
+
 // result is one run of the binary.
 type result struct {
 	out    string
@@ -48,7 +58,7 @@ func runBin(t *testing.T, stdin io.Reader, args ...string) result {
 func runBinFor(t *testing.T, d time.Duration, stdin io.Reader, args ...string) result {
 	t.Helper()
 	rss := filepath.Join(t.TempDir(), "rss")
-	cmd := exec.Command("/usr/bin/time", append([]string{"-f", "%M", "-o", rss, sysupdateBin(t)}, args...)...)
+	cmd := exec.Command("/usr/bin/time", append([]string{"-f", "%M", "-o", rss, binFor(t, args)}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr, cmd.Stdin = &out, &out, stdin
@@ -227,7 +237,7 @@ func TestApplyHugeZeroOpRefusedByCapacity(t *testing.T) {
 // startBin starts the binary with stdin and returns it running.
 func startBin(t *testing.T, stdin io.Reader, args ...string) (*exec.Cmd, *bytes.Buffer) {
 	t.Helper()
-	cmd := exec.Command(sysupdateBin(t), args...)
+	cmd := exec.Command(binFor(t, args), args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr, cmd.Stdin = &out, &out, stdin
 	if err := cmd.Start(); err != nil {
