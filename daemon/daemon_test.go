@@ -196,10 +196,10 @@ func TestRAUCCLI(t *testing.T) {
 	}
 	out, code = r.cmd("rauc", "status", "--detailed", "--output-format=json")
 	var js struct {
-		Compatible string `json:"compatible"`
-		Booted     string `json:"booted"`
+		Compatible  string `json:"compatible"`
+		Booted      string `json:"booted"`
 		BootPrimary string `json:"boot_primary"`
-		Slots      []map[string]struct {
+		Slots       []map[string]struct {
 			State      string `json:"state"`
 			BootStatus string `json:"boot_status"`
 			SlotStatus struct {
@@ -271,5 +271,191 @@ func TestRAUCCLI(t *testing.T) {
 	}
 	if out, code := r.cmd("rauc", "status", "mark-good", "other"); code == 0 || !strings.Contains(out, "confirms only the running slot") {
 		t.Errorf("mark-good other (exit %d):\n%s", code, out)
+	}
+}
+
+// TestBusy: an install from the RAUC side while the UI asks for a check
+// and a second RAUC install: one operation runs, the others get a clear
+// busy error, and the engine saw one install only.
+func TestBusy(t *testing.T) {
+	needTool(t, "rauc")
+	eng := newFakeEngine()
+	eng.gate = make(chan struct{})
+	r := serve(t, eng, Config{})
+	bundle := filepath.Join(t.TempDir(), "update.sus")
+	os.WriteFile(bundle, []byte("x"), 0o644)
+	type res struct {
+		out  string
+		code int
+	}
+	first := make(chan res, 1)
+	go func() {
+		out, code := r.cmd("rauc", "install", bundle)
+		first <- res{out, code}
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for r.d.Current() == nil {
+		if time.Now().After(deadline) {
+			t.Fatal("the install did not start")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The UI checks: a Busy error naming what runs, and the signal says so.
+	sigs := make(chan *dbus.Signal, 10)
+	r.cli.AddMatchSignal(dbus.WithMatchInterface(SystemImageName), dbus.WithMatchMember("UpdateAvailableStatus"))
+	r.cli.Signal(sigs)
+	call := r.cli.Object(SystemImageName, SystemImagePath).Call(SystemImageName+".CheckForUpdate", 0)
+	var de dbus.Error
+	if !errors.As(call.Err, &de) || de.Name != ErrNameBusy || !strings.Contains(de.Error(), "another operation is running: install (asked by rauc)") {
+		t.Fatalf("CheckForUpdate during an install: %v", call.Err)
+	}
+	select {
+	case s := <-sigs:
+		if len(s.Body) != 6 || s.Body[5].(string) == "" || !strings.Contains(s.Body[5].(string), "another operation is running") {
+			t.Errorf("UpdateAvailableStatus during an install: %v", s.Body)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("no UpdateAvailableStatus after a refused check")
+	}
+	// A second rauc install: a D-Bus error, not a second writer.
+	out, code := r.cmd("rauc", "install", bundle)
+	if code == 0 || !strings.Contains(out, "another operation is running") {
+		t.Errorf("second rauc install (exit %d):\n%s", code, out)
+	}
+	close(eng.gate)
+	f := <-first
+	if f.code != 0 {
+		t.Errorf("first install (exit %d):\n%s", f.code, f.out)
+	}
+	n := 0
+	for _, c := range eng.Calls() {
+		if strings.HasPrefix(c, "install") {
+			n++
+		}
+		if c == "check" {
+			t.Error("the engine ran a check during the install")
+		}
+	}
+	if n != 1 {
+		t.Errorf("engine installs: %d (%v), want 1", n, eng.Calls())
+	}
+}
+
+// TestShutdownMidInstall: cancelling Run's context (SIGTERM) during an
+// install cancels the engine's context and Run returns promptly; the rauc
+// client sees the install fail.
+func TestShutdownMidInstall(t *testing.T) {
+	needTool(t, "rauc")
+	eng := newFakeEngine()
+	eng.steps, eng.stepDelay = 1000, 20*time.Millisecond // 20 s if not stopped
+	r := serve(t, eng, Config{})
+	bundle := filepath.Join(t.TempDir(), "update.sus")
+	os.WriteFile(bundle, []byte("x"), 0o644)
+	done := make(chan int, 1)
+	go func() {
+		_, code := r.cmd("rauc", "install", bundle)
+		done <- code
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if op := r.d.Current(); op != nil && op.Percent > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the install made no progress")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	start := time.Now()
+	r.stop()
+	select {
+	case err := <-r.errc:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return within 5 s of the shutdown")
+	}
+	r.errc <- nil // for the cleanup
+	t.Logf("Run returned %v after the shutdown", time.Since(start))
+	eng.mu.Lock()
+	ctxErr := eng.lastCtx.Err()
+	written := eng.done
+	eng.mu.Unlock()
+	if ctxErr == nil || written == 0 || written >= 1000 {
+		t.Errorf("engine context %v, %d of 1000 written", ctxErr, written)
+	}
+	select {
+	case code := <-done:
+		if code == 0 {
+			t.Error("rauc install reported success for a stopped install")
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("rauc install did not end")
+	}
+}
+
+// TestPolicyAndSettings: periodic checks follow the policy; settings
+// persist across restarts and bad values are refused.
+func TestPolicyAndSettings(t *testing.T) {
+	for _, tc := range []struct {
+		policy Policy
+		want   string
+	}{
+		{PolicyCheck, "check"},
+		{PolicyDownload, "check;install  noswitch=true"},
+		{PolicyInstall, "check;install  noswitch=false"},
+	} {
+		eng := newFakeEngine()
+		eng.stepDelay = time.Millisecond
+		r := serve(t, eng, Config{Policy: tc.policy, Interval: 20 * time.Millisecond, RandomDelay: 10 * time.Millisecond})
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.HasPrefix(strings.Join(eng.Calls(), ";"), tc.want) && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond)
+		}
+		r.stop()
+		if c := strings.Join(eng.Calls(), ";"); !strings.HasPrefix(c, tc.want) {
+			t.Errorf("policy %s: engine calls %s, want %s first", tc.policy, c, tc.want)
+		}
+	}
+
+	path := filepath.Join(t.TempDir(), "settings.json")
+	r := serve(t, newFakeEngine(), Config{SettingsPath: path})
+	o := r.cli.Object(SystemImageName, SystemImagePath)
+	if err := o.Call(SystemImageName+".SetSetting", 0, "min_battery", "25").Err; err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range [][2]string{{"auto_download", "3"}, {"min_battery", "x"}, {"colour", "red"}} {
+		if err := o.Call(SystemImageName+".SetSetting", 0, bad[0], bad[1]).Err; err == nil {
+			t.Errorf("SetSetting %s=%s accepted", bad[0], bad[1])
+		}
+	}
+	var ok bool
+	if err := o.Call(SystemImageName+".SetChannel", 0, "testing").Store(&ok); err != nil || ok {
+		t.Errorf("SetChannel to a channel not offered: %v, %v", ok, err)
+	}
+	d2, err := New(newFakeEngine(), Config{SettingsPath: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := d2.settings.get("min_battery"); v != "25" {
+		t.Errorf("min_battery after a restart: %q", v)
+	}
+
+	// Offered channels can be chosen, and the choice survives a restart.
+	eng := newFakeEngine()
+	path2 := filepath.Join(t.TempDir(), "settings.json")
+	r = serve(t, eng, Config{SettingsPath: path2, Channels: []string{"testing"}})
+	o = r.cli.Object(SystemImageName, SystemImagePath)
+	var chans []string
+	if err := o.Call(SystemImageName+".GetChannels", 0).Store(&chans); err != nil || strings.Join(chans, ",") != "stable,testing" {
+		t.Errorf("GetChannels: %v, %v", chans, err)
+	}
+	if err := o.Call(SystemImageName+".SetChannel", 0, "testing").Store(&ok); err != nil || !ok {
+		t.Errorf("SetChannel testing: %v, %v", ok, err)
+	}
+	eng2 := newFakeEngine()
+	if _, err := New(eng2, Config{SettingsPath: path2}); err != nil || eng2.st.Channel != "testing" {
+		t.Errorf("channel after a restart: %q, %v", eng2.st.Channel, err)
 	}
 }

@@ -373,6 +373,12 @@ func (s *systemImage) exit() *dbus.Error {
 // The listener.
 
 func (s *systemImage) started(op *Op) {
+	if op.Kind == KindCheck && op.By == BySystemImage {
+		// As system-image: a new check starts a new count of failures.
+		s.mu.Lock()
+		s.failures = 0
+		s.mu.Unlock()
+	}
 	if op.Kind != KindDownload {
 		return
 	}
