@@ -30,7 +30,19 @@ type running struct {
 
 func serve(t *testing.T, eng *fakeEngine, cfg Config) *running {
 	t.Helper()
-	bus := dbustest.Start(t)
+	return serveOn(t, eng, cfg, "", "")
+}
+
+// serveOn serves on a bus with the given policy ("" for an open one) and
+// policy directory.
+func serveOn(t *testing.T, eng *fakeEngine, cfg Config, policy, policyDir string) *running {
+	t.Helper()
+	var bus *dbustest.Bus
+	if policy == "" {
+		bus = dbustest.Start(t)
+	} else {
+		bus = dbustest.StartWith(t, policy, policyDir)
+	}
 	if cfg.Logf == nil {
 		cfg.Logf = t.Logf
 	}

@@ -51,6 +51,12 @@ func StartWith(t testing.TB, policy, includeDir string) *Bus {
 		t.Fatalf("dbus-daemon missing: run make deps (scripts/install-deps.sh installs dbus)")
 	}
 	dir := t.TempDir()
+	// Other users connect too (policy tests run clients as nobody).
+	for _, d := range []string{dir, filepath.Dir(dir)} {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	inc := ""
 	if includeDir != "" {
 		inc = "<includedir>" + includeDir + "</includedir>"
