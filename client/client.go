@@ -22,7 +22,6 @@ import (
 	"io"
 	"net/url"
 	"os"
-	"path"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -61,12 +60,25 @@ var (
 	ErrStreamSize = errors.New("client: size differs from the signed index")
 	// ErrStreamMismatch: a stream is not the one the signed index names.
 	ErrStreamMismatch = errors.New("client: stream differs from the signed index")
+	// ErrBadIndex: the index is correctly signed but invalid (a stream URL
+	// outside the repository, a broken field): the publisher is broken.
+	ErrBadIndex = errors.New("client: the signed index is invalid")
+	// ErrIndexSchema: the index uses a schema this sysupdate cannot read.
+	ErrIndexSchema = errors.New("client: index schema newer than this sysupdate reads")
+	// ErrTooLarge: a metadata file is larger than a device accepts.
+	ErrTooLarge = errors.New("client: metadata file too large")
+	// ErrUnavailable: the repository could not be reached or read (an
+	// outage, a timeout, a server error, a missing file): nothing is wrong
+	// with what was signed; try again later.
+	ErrUnavailable = errors.New("client: repository unavailable")
 )
 
-// Opener fetches repository files. *fetch.Client implements it.
+// Opener fetches repository files. *fetch.Client and *bundle.Bundle
+// implement it.
 type Opener interface {
-	// Open returns a reader of exactly size bytes at url.
-	Open(ctx context.Context, url string, size int64) (io.ReadCloser, error)
+	// OpenAt returns a reader of the bytes from off of the size-byte file
+	// at url.
+	OpenAt(ctx context.Context, url string, size, off int64) (io.ReadCloser, error)
 	// Get fetches a small file whole; more than max bytes is an error.
 	Get(ctx context.Context, url string, max int64) ([]byte, error)
 }
@@ -159,8 +171,10 @@ type Plan struct {
 // ImagePlan is one image to install and the stream chosen for it.
 type ImagePlan struct {
 	Name string `json:"name"`
-	// URL is absolute (resolved against the index URL).
-	URL string `json:"url"`
+	// URL is absolute (resolved against the index URL), without userinfo;
+	// the client fetches from the URL with it.
+	URL    string `json:"url"`
+	rawURL string
 	// Size and Header pin the stream.
 	Size   int64         `json:"size"`
 	Header manifest.Hash `json:"header"`
@@ -178,6 +192,16 @@ type ImagePlan struct {
 	FullURL    string        `json:"full_url"`
 	FullSize   int64         `json:"full_size"`
 	FullHeader manifest.Hash `json:"full_header"`
+	rawFullURL string
+}
+
+// Full returns the plan for the image's full-image stream: the fallback
+// when the running slot is not the delta's source.
+func (p ImagePlan) Full() ImagePlan {
+	f := p
+	f.Delta, f.From, f.SourceSize, f.SourceSHA256 = false, 0, 0, manifest.Hash{}
+	f.URL, f.rawURL, f.Size, f.Header = p.FullURL, p.rawFullURL, p.FullSize, p.FullHeader
+	return f
 }
 
 // Check fetches and verifies the chain and the channel index, records the
@@ -261,9 +285,12 @@ func (c *Client) Check(ctx context.Context) (*Plan, error) {
 			return nil, fmt.Errorf("client: key %s was revoked by an earlier revocation list this device accepted: %w", fp, trust.ErrRevoked)
 		}
 	}
-	idx, err := manifest.ParseIndex(indexURL, ib)
+	idx, err := manifest.ParseIndex(fetch.Redact(indexURL), ib)
 	if err != nil {
-		return nil, fmt.Errorf("client: %w: %v", trust.ErrBadSignature, err) // signed garbage: the publisher is broken
+		if errors.Is(err, manifest.ErrSchema) {
+			return nil, fmt.Errorf("client: %w: %w", ErrIndexSchema, err)
+		}
+		return nil, fmt.Errorf("client: %w (signed, so the publisher is broken: tell them): %w", ErrBadIndex, err)
 	}
 	if idx.Channel != c.cfg.Channel {
 		return nil, fmt.Errorf("client: %s says it is channel %q, this device follows %q: %w", indexURL, idx.Channel, c.cfg.Channel, ErrWrongChannel)
@@ -288,7 +315,7 @@ func (c *Client) Check(ctx context.Context) (*Plan, error) {
 	if installed == 0 {
 		installed = st.Installed
 	}
-	plan := &Plan{Channel: idx.Channel, Model: c.cfg.Model, IndexURL: indexURL, Generated: idx.Generated, Expires: idx.Expires, SignedBy: signer.Fingerprint(), Installed: installed}
+	plan := &Plan{Channel: idx.Channel, Model: c.cfg.Model, IndexURL: fetch.Redact(indexURL), Generated: idx.Generated, Expires: idx.Expires, SignedBy: signer.Fingerprint(), Installed: installed}
 	rel, err := c.choose(idx, installed, plan)
 	if err != nil {
 		return plan, err
@@ -298,10 +325,18 @@ func (c *Client) Check(ctx context.Context) (*Plan, error) {
 	}
 	plan.Release = rel
 	for _, im := range rel.Images {
-		ip := ImagePlan{Name: im.Name, URL: c.resolveFrom(indexURL, im.Full.URL), Size: im.Full.Size, Header: im.Full.Header,
-			TargetSize: im.Size, TargetSHA256: im.SHA256, FullURL: c.resolveFrom(indexURL, im.Full.URL), FullSize: im.Full.Size, FullHeader: im.Full.Header}
+		full, err := c.streamURL(indexURL, im.Full.URL)
+		if err != nil {
+			return plan, err
+		}
+		ip := ImagePlan{Name: im.Name, URL: fetch.Redact(full), rawURL: full, Size: im.Full.Size, Header: im.Full.Header,
+			TargetSize: im.Size, TargetSHA256: im.SHA256, FullURL: fetch.Redact(full), rawFullURL: full, FullSize: im.Full.Size, FullHeader: im.Full.Header}
 		if d := im.Delta(installed); installed != 0 && d != nil && d.Size < im.Full.Size {
-			ip.URL, ip.Size, ip.Header = c.resolveFrom(indexURL, d.URL), d.Size, d.Header
+			du, err := c.streamURL(indexURL, d.URL)
+			if err != nil {
+				return plan, err
+			}
+			ip.URL, ip.rawURL, ip.Size, ip.Header = fetch.Redact(du), du, d.Size, d.Header
 			ip.Delta, ip.From, ip.SourceSize, ip.SourceSHA256 = true, d.From, d.SourceSize, d.SourceSHA256
 			plan.Reasons = append(plan.Reasons, fmt.Sprintf("%s: delta from %d (%d bytes instead of %d)", im.Name, d.From, d.Size, im.Full.Size))
 		} else {
@@ -424,82 +459,179 @@ func PhaseBucket(machineID string, version uint64) int {
 	return int(binary.BigEndian.Uint64(sum[:8]) % 100)
 }
 
-// resolve returns the URL of a repository-relative path.
-func (c *Client) resolve(rel string) string {
+// root returns the repository root as a URL ending in "/": a plain
+// directory becomes a file:// URL, so every path resolves the same way
+// whatever the medium.
+func (c *Client) root() string {
 	base := c.cfg.RepoURL
+	if !strings.Contains(base, "://") {
+		abs, err := filepath.Abs(base)
+		if err == nil {
+			base = (&url.URL{Scheme: "file", Path: filepath.ToSlash(abs)}).String()
+		}
+	}
 	if !strings.HasSuffix(base, "/") {
 		base += "/"
 	}
-	return c.resolveFrom(base, rel)
+	return base
 }
 
-// resolveFrom resolves rel against base, for URLs and plain paths alike.
-func (c *Client) resolveFrom(base, rel string) string {
-	if strings.Contains(base, "://") {
-		b, err := url.Parse(base)
-		if err == nil {
-			r, err := url.Parse(rel)
-			if err == nil {
-				return b.ResolveReference(r).String()
-			}
-		}
+// resolve returns the URL of a repository-relative path.
+func (c *Client) resolve(rel string) string {
+	u, err := resolveRef(c.root(), rel)
+	if err != nil {
+		return c.root() + rel
 	}
-	if strings.HasSuffix(base, "/") {
-		return filepath.Join(base, filepath.FromSlash(rel))
+	return u
+}
+
+func resolveRef(base, rel string) (string, error) {
+	b, err := url.Parse(base)
+	if err != nil {
+		return "", err
 	}
-	return filepath.Join(filepath.Dir(base), filepath.FromSlash(path.Clean(rel)))
+	r, err := url.Parse(rel)
+	if err != nil {
+		return "", err
+	}
+	return b.ResolveReference(r).String(), nil
+}
+
+// streamURL resolves a stream URL of the index at indexURL and refuses
+// one that leaves the repository (another host, or ../ past the root),
+// for directories, bundles and HTTP alike.
+func (c *Client) streamURL(indexURL, rel string) (string, error) {
+	u, err := resolveRef(indexURL, rel)
+	root := c.root()
+	if err != nil || !strings.HasPrefix(u, root) {
+		return "", fmt.Errorf("client: %s names the stream %q, which resolves outside the repository %s: %w", fetch.Redact(indexURL), rel, fetch.Redact(root), ErrBadIndex)
+	}
+	return u, nil
 }
 
 // get fetches a metadata file; a missing signature is ErrNoSignature.
 func (c *Client) get(ctx context.Context, u string, max int64, isSig bool) ([]byte, error) {
 	b, err := c.op.Get(ctx, u, max)
 	if err != nil {
-		if errors.Is(err, fetch.ErrTooLarge) || errors.Is(err, fetch.ErrSize) {
-			return nil, fmt.Errorf("client: %s: %w: %v", u, ErrStreamSize, err)
+		name := fetch.Redact(u)
+		if errors.Is(err, fetch.ErrTooLarge) {
+			return nil, fmt.Errorf("client: %s: %w (more than %d bytes): %w", name, ErrTooLarge, max, err)
 		}
 		var se *fetch.StatusError
 		if isSig && (errors.Is(err, os.ErrNotExist) || errors.As(err, &se) && se.Code == 404) {
-			return nil, fmt.Errorf("client: %s: %w: %v", u, trust.ErrNoSignature, err)
+			return nil, fmt.Errorf("client: %s: %w: %w", name, trust.ErrNoSignature, err)
 		}
-		return nil, fmt.Errorf("client: %w", err)
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("client: %w", err)
+		}
+		return nil, fmt.Errorf("client: %w: %w", ErrUnavailable, err)
 	}
 	return b, nil
 }
 
+// fetchErr tags errors of the stream's reader, so Download can tell an
+// outage from a stream that is wrong.
+type fetchErr struct{ err error }
+
+func (e *fetchErr) Error() string { return e.err.Error() }
+func (e *fetchErr) Unwrap() error { return e.err }
+
+type taggedReader struct{ r io.Reader }
+
+func (t taggedReader) Read(p []byte) (int, error) {
+	n, err := t.r.Read(p)
+	if err != nil && err != io.EOF {
+		err = &fetchErr{err}
+	}
+	return n, err
+}
+
+// DownloadOptions tune Download.
+type DownloadOptions struct {
+	// Progress is called after each op (target bytes done, total).
+	Progress func(done, total int64)
+	// Resume, when non-nil, continues from this checkpoint: only what
+	// follows it is fetched (stream.Resume). A checkpoint that does not
+	// fit fails with an error wrapping stream.ErrCheckpoint before
+	// anything is written.
+	Resume *stream.Checkpoint
+	// OnCheckpoint receives durable checkpoints (see stream.ApplyOptions).
+	OnCheckpoint func(stream.Checkpoint) error
+	// SkipUnchanged skips writes of bytes the target already holds.
+	SkipUnchanged bool
+	// Stats is filled in when non-nil.
+	Stats *stream.ApplyStats
+}
+
+// Target is an inactive slot: written, and read back for resumes and
+// skipped writes.
+type Target interface {
+	io.ReaderAt
+	io.WriterAt
+}
+
 // Download streams one image of a plan into target (the inactive slot),
 // reading the source (the active slot) for deltas. It opens exactly
-// img.Size bytes, never reads more, and hands them to stream.Apply with
-// the signed header hash: a stream of another size or header is refused
-// (ErrStreamSize, ErrStreamMismatch) before anything is written. When it
-// returns nil, target holds the image with img.TargetSHA256 and has been
-// synced if it is a file. On other errors target holds a partial image
-// that must not be booted.
-func (c *Client) Download(ctx context.Context, img ImagePlan, target io.WriterAt, source io.ReaderAt, progress func(done, total int64)) (*stream.Header, error) {
-	rc, err := c.op.Open(ctx, img.URL, img.Size)
-	if err != nil {
-		if errors.Is(err, fetch.ErrSize) || errors.Is(err, fetch.ErrTooLarge) {
-			return nil, fmt.Errorf("client: %s: %w: %v", img.URL, ErrStreamSize, err)
-		}
-		return nil, fmt.Errorf("client: %w", err)
+// img.Size bytes, never reads more, and hands them to stream.Apply (or
+// stream.Resume) with the signed header hash: a stream of another size or
+// header is refused (ErrStreamSize, ErrStreamMismatch) before anything is
+// written. An outage, a timeout or a server error is ErrUnavailable. When
+// it returns nil, target holds the image with img.TargetSHA256 and has
+// been synced if it is a file. On other errors target holds a partial
+// image that must not be booted.
+func (c *Client) Download(ctx context.Context, img ImagePlan, target Target, source io.ReaderAt, o DownloadOptions) (*stream.Header, error) {
+	name := img.URL
+	raw := img.rawURL
+	if raw == "" {
+		raw = img.URL
 	}
-	defer rc.Close()
 	want := stream.Hash(img.Header)
-	opts := stream.ApplyOptions{ExpectHeader: &want, MaxStreamSize: img.Size, Progress: progress}
+	opts := stream.ApplyOptions{ExpectHeader: &want, MaxStreamSize: img.Size, Progress: o.Progress,
+		SkipUnchanged: o.SkipUnchanged, OnCheckpoint: o.OnCheckpoint, Stats: o.Stats}
 	if img.Delta {
 		opts.Source = source
 	}
-	h, err := stream.Apply(ctx, io.LimitReader(rc, img.Size), target, opts)
+	open := func(ctx context.Context, off int64) (io.ReadCloser, error) {
+		rc, err := c.op.OpenAt(ctx, raw, img.Size, off)
+		if err != nil {
+			return nil, &fetchErr{err}
+		}
+		return struct {
+			io.Reader
+			io.Closer
+		}{taggedReader{io.LimitReader(rc, img.Size-off)}, rc}, nil
+	}
+	var h *stream.Header
+	var err error
+	if o.Resume != nil {
+		h, err = stream.Resume(ctx, open, target, *o.Resume, opts)
+	} else {
+		var rc io.ReadCloser
+		if rc, err = open(ctx, 0); err == nil {
+			h, err = stream.Apply(ctx, rc, target, opts)
+			rc.Close()
+		}
+	}
+	var fe *fetchErr
 	switch {
 	case err == nil:
+	case errors.Is(err, stream.ErrCheckpoint):
+		return h, err
 	case errors.Is(err, stream.ErrHeaderMismatch):
-		return nil, fmt.Errorf("client: %s: %w: %v", img.URL, ErrStreamMismatch, err)
-	case errors.Is(err, fetch.ErrSize), errors.Is(err, stream.ErrTooLong), errors.Is(err, stream.ErrTruncated):
-		return nil, fmt.Errorf("client: %s: %w: %v", img.URL, ErrStreamSize, err)
+		return nil, fmt.Errorf("client: %s: %w: %w", name, ErrStreamMismatch, err)
+	case errors.Is(err, fetch.ErrSize), errors.Is(err, stream.ErrTooLong):
+		return nil, fmt.Errorf("client: %s: %w: %w", name, ErrStreamSize, err)
+	case ctx.Err() != nil:
+		return nil, fmt.Errorf("client: %s: %w", name, err)
+	case errors.As(err, &fe):
+		return nil, fmt.Errorf("client: %s: %w: %w", name, ErrUnavailable, err)
+	case errors.Is(err, stream.ErrTruncated):
+		return nil, fmt.Errorf("client: %s: %w: %w", name, ErrStreamSize, err)
 	default:
-		return nil, fmt.Errorf("client: %s: %w", img.URL, err)
+		return nil, fmt.Errorf("client: %s: %w", name, err)
 	}
 	if h.TargetSize != img.TargetSize || manifest.Hash(h.TargetHash) != img.TargetSHA256 {
-		return nil, fmt.Errorf("client: %s produced %d bytes %s, the index says %d bytes %s: %w", img.URL, h.TargetSize, h.TargetHash, img.TargetSize, img.TargetSHA256, ErrStreamMismatch)
+		return nil, fmt.Errorf("client: %s produced %d bytes %s, the index says %d bytes %s: %w", name, h.TargetSize, h.TargetHash, img.TargetSize, img.TargetSHA256, ErrStreamMismatch)
 	}
 	return h, nil
 }

@@ -6,7 +6,10 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -187,6 +190,17 @@ type slot struct {
 	writes int
 }
 
+func (s *slot) ReadAt(p []byte, off int64) (int, error) {
+	if off >= int64(len(s.b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, s.b[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
 func (s *slot) WriteAt(p []byte, off int64) (int, error) {
 	s.writes++
 	if n := off + int64(len(p)); n > int64(len(s.b)) {
@@ -214,7 +228,7 @@ func (d *device) install() (*Plan, *slot, error) {
 	}
 	active := bytes.NewReader(d.f.images[d.cfg.Installed])
 	for _, im := range plan.Images {
-		if _, err := c.Download(context.Background(), im, s, active, nil); err != nil {
+		if _, err := c.Download(context.Background(), im, s, active, DownloadOptions{}); err != nil {
 			return plan, s, err
 		}
 	}
@@ -440,12 +454,6 @@ func TestEndlessDataStream(t *testing.T) {
 	d.refused(ErrStreamSize)
 }
 
-func TestEndlessDataIndex(t *testing.T) {
-	d := newDevice(t)
-	d.write(d.path("channels/stable/index.json"), bytes.Repeat([]byte(" "), manifest.MaxIndexSize+1))
-	d.refused(ErrStreamSize)
-}
-
 func TestPhasedNotInRollout(t *testing.T) {
 	d := newDevice(t)
 	d.write(d.cfg.MachineIDPath, []byte(d.f.outOfPhase+"\n"))
@@ -515,4 +523,81 @@ func FuzzParseState(f *testing.F) {
 			t.Fatal("accepted a state of another schema")
 		}
 	})
+}
+
+// signIndex rewrites the stable index with edit applied to its JSON text
+// and signs it with the trusted signing key: a correctly signed but
+// broken index, as a broken publisher would make.
+func (d *device) signIndex(edit func(string) string) {
+	d.t.Helper()
+	p := d.path("channels/stable/index.json")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	nb := []byte(edit(string(b)))
+	sig, err := d.f.signing1.Sign(nb, time.Now())
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	d.write(p, nb)
+	d.write(p+".asc", sig)
+}
+
+// Issue 8: a signed index whose stream URL is absolute or points to
+// another host is a broken index, not a bad signature.
+func TestSignedIndexWithAbsoluteURLIsBadIndex(t *testing.T) {
+	d := newDevice(t)
+	d.signIndex(func(s string) string {
+		return strings.Replace(s, `"url": "../../streams/rpi4/rootfs/3.sus"`, `"url": "https://evil.example/3.sus"`, 1)
+	})
+	d.refused(ErrBadIndex)
+}
+
+// Issue 8: an index of a newer schema says "update sysupdate first".
+func TestSignedIndexNewerSchema(t *testing.T) {
+	d := newDevice(t)
+	d.signIndex(func(s string) string { return strings.Replace(s, `"schema": 1`, `"schema": 2`, 1) })
+	d.refused(ErrIndexSchema)
+}
+
+// Issue 8: with a directory repository, a signed stream URL that climbs
+// out of the repository is refused before anything is opened.
+func TestDirectoryRepositoryURLConfined(t *testing.T) {
+	d := newDevice(t)
+	d.signIndex(func(s string) string {
+		return strings.ReplaceAll(s, `"url": "../../streams/rpi4/rootfs/3-from-2.sus"`, `"url": "../../../../../../../../etc/passwd"`)
+	})
+	d.refused(ErrBadIndex)
+}
+
+// Issue 8: an oversized index is "too large", not a size mismatch.
+func TestHugeIndexIsTooLarge(t *testing.T) {
+	d := newDevice(t)
+	d.write(d.path("channels/stable/index.json"), bytes.Repeat([]byte(" "), manifest.MaxIndexSize+1))
+	d.refused(ErrTooLarge)
+}
+
+// Issue 7 and 8: an outage while a stream downloads is reported as the
+// repository being unavailable, not as a damaged file.
+func TestOutageIsUnavailable(t *testing.T) {
+	d := newDevice(t)
+	content, _ := os.ReadFile(d.path("streams/rpi4/rootfs/3-from-2.sus"))
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasSuffix(r.URL.Path, ".sus") {
+			w.Header().Set("Content-Length", strconv.Itoa(len(content)))
+			w.Header().Set("ETag", `"e"`)
+			w.Write(content[:len(content)/2])
+			panic(http.ErrAbortHandler) // the link drops, and keeps dropping
+		}
+		http.FileServer(http.Dir(d.repo)).ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	d.cfg.RepoURL = srv.URL
+	_, s, err := d.install()
+	if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrStreamSize) {
+		t.Fatalf("outage: %v, want ErrUnavailable", err)
+	}
+	_ = s
 }

@@ -35,6 +35,33 @@ type State struct {
 	// Revoked are fingerprints seen on any accepted revocation list: once
 	// revoked, always revoked, even if a later list were to omit them.
 	Revoked []string `json:"revoked,omitempty"`
+	// Slots records what each slot holds, as far as this device knows:
+	// the release written there and whether it confirmed itself. A slot
+	// being rewritten has no record.
+	Slots map[string]*SlotRecord `json:"slots,omitempty"`
+	// Health is the last failed health check, nil once a slot confirmed.
+	Health *HealthReport `json:"health,omitempty"`
+}
+
+// SlotRecord is the release in one slot.
+type SlotRecord struct {
+	Version uint64 `json:"version"`
+	Label   string `json:"label,omitempty"`
+	// Confirmed: the slot booted this release and passed mark-good.
+	Confirmed bool `json:"confirmed"`
+	// Written is when the release was written (or first seen confirmed).
+	Written time.Time `json:"written,omitzero"`
+}
+
+// HealthReport names a failed health check.
+type HealthReport struct {
+	Slot    string    `json:"slot"`
+	Version uint64    `json:"version,omitempty"`
+	Check   string    `json:"check"`
+	Output  string    `json:"output"` // its last lines
+	Error   string    `json:"error"`
+	Time    time.Time `json:"time"`
+	Action  string    `json:"action"` // what was done: stay, mark-bad, reboot
 }
 
 // Pending records an installed but unconfirmed update.
@@ -46,6 +73,10 @@ type Pending struct {
 	Slot string `json:"slot"`
 	// From is the slot that ran when it was written (the fallback).
 	From string `json:"from"`
+	// Switched: the bootloader was set to try Slot. A pending record
+	// without it is a verified slot never switched to (a cut or a staged
+	// install), which no rollback report may blame.
+	Switched bool `json:"switched,omitempty"`
 }
 
 // maxState bounds the state file.

@@ -21,6 +21,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // DefaultPath is where the device commands look when --config is not given.
@@ -46,7 +47,7 @@ var Keys = []Key{
 	{"machine_id", "machine ID file for phased rollouts (default /etc/machine-id)"},
 	{"ca_bundle", "extra CA certificates (PEM) for https://"},
 	{"floor", "lowest version this device accepts"},
-	{"lock", "lock file that serialises updates (default /run/sysupdate.lock)"},
+	{"lock", "ignored: every command that changes the slots, the bootloader or the state locks STATE_DIR/sysupdate.lock; remove the line"},
 	{"cmdline", "kernel command line file (default /proc/cmdline)"},
 	{"tries", "trial boots granted to a new slot, 1..7 (default 3)"},
 	{"bootloader", "bootloader backend: grub, uboot or android"},
@@ -55,7 +56,40 @@ var Keys = []Key{
 	{"fw_env_config", "uboot: fw_env.config naming the environment"},
 	{"uboot_scheme", "uboot: variable scheme, rauc or mender"},
 	{"misc", "android: the misc partition"},
+	{"slot_suffix", "android: the running slot's suffix (default androidboot.slot_suffix from the kernel command line)"},
+	{"health_dir", "health checks run by mark-good, executables in this directory (default /etc/sysupdate/health.d)"},
+	{"health_timeout", "how long each health check may run, seconds (default 60)"},
+	{"health_failure", "what a failed health check does: stay (unconfirmed; the bootloader falls back once the tries run out), mark-bad (the other slot boots next time), reboot (mark-bad, then reboot now); default stay"},
+	{"on_trial", "update while the running slot is still on trial: refuse (default) or confirm (mark it good first, health checks included)"},
+	{"min_rate", "slowest acceptable download, bytes per second (default 4096): a file must arrive within 2 minutes plus its size at this rate"},
 }
+
+// Defaults of the typed fields, in one place.
+const (
+	DefaultChannel       = "stable"
+	DefaultMasterKeys    = "/etc/sysupdate/master.pub"
+	DefaultState         = "/var/lib/sysupdate/state.json"
+	DefaultMachineID     = "/etc/machine-id"
+	DefaultCmdline       = "/proc/cmdline"
+	DefaultTries         = 3
+	DefaultGrubEnv       = "/boot/grub/grubenv"
+	DefaultGrubScheme    = "sysupdate"
+	DefaultFwEnvConfig   = "/etc/fw_env.config"
+	DefaultUBootScheme   = "rauc"
+	DefaultMisc          = "/dev/disk/by-partlabel/misc"
+	DefaultHealthDir     = "/etc/sysupdate/health.d"
+	DefaultHealthTimeout = 60 * time.Second
+	DefaultMinRate       = 4096
+)
+
+// Health-failure policies (health_failure) and on-trial policies (on_trial).
+const (
+	HealthStay    = "stay"
+	HealthMarkBad = "mark-bad"
+	HealthReboot  = "reboot"
+	TrialRefuse   = "refuse"
+	TrialConfirm  = "confirm"
+)
 
 // Bootloaders are the values the bootloader key accepts.
 var Bootloaders = []string{"android", "grub", "uboot"}
@@ -63,7 +97,9 @@ var Bootloaders = []string{"android", "grub", "uboot"}
 // SlotNames are the slot names a slot key may use.
 var SlotNames = []string{"a", "b", "c", "d"}
 
-// Config is a parsed configuration file.
+// Config is a device configuration: the typed values of a parsed file,
+// with Default's values where the file is silent. Commands override fields
+// from their flags before handing it to the engine.
 type Config struct {
 	// Path is the file the configuration came from (for messages).
 	Path string
@@ -71,7 +107,96 @@ type Config struct {
 	// image name. Every group names the same slots.
 	Slots []Group
 
+	Repository  string // repository root URL or directory
+	Channel     string
+	Model       string
+	MasterKeys  string
+	State       string // the state file; its directory holds the lock and checkpoints
+	MachineID   string
+	CABundle    string
+	Floor       uint64
+	Cmdline     string // kernel command line file
+	Tries       int
+	Bootloader  string // grub, uboot or android
+	GrubEnv     string
+	GrubScheme  string
+	FwEnvConfig string
+	UBootScheme string
+	Misc        string
+	SlotSuffix  string
+	// HealthDir, HealthTimeout and HealthFailure drive mark-good's checks.
+	HealthDir     string
+	HealthTimeout time.Duration
+	HealthFailure string
+	// OnTrial says what update does while the running slot is on trial.
+	OnTrial string
+	// MinRate is the slowest acceptable download in bytes per second.
+	MinRate int64
+
 	values map[string]entry
+}
+
+// Default returns the configuration of a device with no file: every
+// default, no slots, no repository.
+func Default() *Config {
+	return &Config{
+		Channel: DefaultChannel, MasterKeys: DefaultMasterKeys, State: DefaultState, MachineID: DefaultMachineID,
+		Cmdline: DefaultCmdline, Tries: DefaultTries, GrubEnv: DefaultGrubEnv, GrubScheme: DefaultGrubScheme,
+		FwEnvConfig: DefaultFwEnvConfig, UBootScheme: DefaultUBootScheme, Misc: DefaultMisc,
+		HealthDir: DefaultHealthDir, HealthTimeout: DefaultHealthTimeout, HealthFailure: HealthStay,
+		OnTrial: TrialRefuse, MinRate: DefaultMinRate, values: map[string]entry{},
+	}
+}
+
+// set stores a checked plain value in its typed field.
+func (c *Config) set(k, v string) {
+	switch k {
+	case "repository":
+		c.Repository = v
+	case "channel":
+		c.Channel = v
+	case "model":
+		c.Model = v
+	case "master_keys":
+		c.MasterKeys = v
+	case "state":
+		c.State = v
+	case "machine_id":
+		c.MachineID = v
+	case "ca_bundle":
+		c.CABundle = v
+	case "floor":
+		c.Floor, _ = strconv.ParseUint(v, 10, 64)
+	case "cmdline":
+		c.Cmdline = v
+	case "tries":
+		c.Tries, _ = strconv.Atoi(v)
+	case "bootloader":
+		c.Bootloader = v
+	case "grubenv":
+		c.GrubEnv = v
+	case "grub_scheme":
+		c.GrubScheme = v
+	case "fw_env_config":
+		c.FwEnvConfig = v
+	case "uboot_scheme":
+		c.UBootScheme = v
+	case "misc":
+		c.Misc = v
+	case "slot_suffix":
+		c.SlotSuffix = v
+	case "health_dir":
+		c.HealthDir = v
+	case "health_timeout":
+		n, _ := strconv.Atoi(v)
+		c.HealthTimeout = time.Duration(n) * time.Second
+	case "health_failure":
+		c.HealthFailure = v
+	case "on_trial":
+		c.OnTrial = v
+	case "min_rate":
+		c.MinRate, _ = strconv.ParseInt(v, 10, 64)
+	}
 }
 
 // Group is the set of slot devices of one image (e.g. rootfs).
@@ -103,7 +228,8 @@ func (e *Error) Error() string {
 }
 
 // Load reads and parses the file at path. A missing file is an error
-// wrapping fs.ErrNotExist, so callers can tell "no config" from a bad one.
+// wrapping fs.ErrNotExist, so callers can tell "no config" from a bad one
+// (and fall back to Default when no file is required).
 func Load(path string) (*Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -122,7 +248,8 @@ func Parse(name string, r io.Reader) (*Config, error) {
 	if len(b) > maxSize {
 		return nil, &Error{name, 0, fmt.Sprintf("more than %d bytes: not a configuration file", maxSize)}
 	}
-	c := &Config{Path: name, values: map[string]entry{}}
+	c := Default()
+	c.Path = name
 	groups := map[string]map[string]string{}
 	groupLine := map[string]int{}
 	sc := bufio.NewScanner(bytes.NewReader(b))
@@ -170,6 +297,7 @@ func Parse(name string, r io.Reader) (*Config, error) {
 			return nil, &Error{name, n, err.Error()}
 		}
 		c.values[k] = entry{v, n}
+		c.set(k, v)
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("config: read %s: %w", name, err)
@@ -206,6 +334,30 @@ func checkValue(k, v string) error {
 	case "floor":
 		if _, err := strconv.ParseUint(v, 10, 64); err != nil {
 			return fmt.Errorf("floor %q: give a version number (a non-negative integer)", v)
+		}
+	case "health_timeout":
+		if n, err := strconv.Atoi(v); err != nil || n < 1 || n > 3600 {
+			return fmt.Errorf("health_timeout %q: give seconds from 1 to 3600", v)
+		}
+	case "health_failure":
+		if v != HealthStay && v != HealthMarkBad && v != HealthReboot {
+			return fmt.Errorf("health_failure %q: use stay, mark-bad or reboot", v)
+		}
+	case "on_trial":
+		if v != TrialRefuse && v != TrialConfirm {
+			return fmt.Errorf("on_trial %q: use refuse or confirm", v)
+		}
+	case "min_rate":
+		if n, err := strconv.ParseInt(v, 10, 64); err != nil || n < 1 {
+			return fmt.Errorf("min_rate %q: give bytes per second, at least 1", v)
+		}
+	case "grub_scheme":
+		if v != "sysupdate" && v != "rauc" {
+			return fmt.Errorf("grub_scheme %q: use sysupdate or rauc", v)
+		}
+	case "uboot_scheme":
+		if v != "rauc" && v != "mender" {
+			return fmt.Errorf("uboot_scheme %q: use rauc or mender", v)
 		}
 	}
 	return nil

@@ -42,6 +42,11 @@ const (
 	DefaultBackoff    = 500 * time.Millisecond
 	DefaultMaxBackoff = 30 * time.Second
 	DefaultMaxDiscard = 1 << 20
+	// DefaultMinRate and DefaultMinTime make the deadline of one file:
+	// DefaultMinTime plus its size at DefaultMinRate (4 KiB/s: a 5 MB delta
+	// may take 21 minutes, a trickling server cannot hold a device forever).
+	DefaultMinRate = 4 << 10
+	DefaultMinTime = 2 * time.Minute
 )
 
 // Errors callers branch on. Every error returned by this package that stems
@@ -64,6 +69,9 @@ var (
 	// ErrNoRange means the server ignored a Range request and resending the
 	// bytes already delivered would cost more than Options.MaxDiscard.
 	ErrNoRange = errors.New("fetch: server does not support Range requests")
+	// ErrTooSlow means a file did not arrive within its deadline
+	// (Options.MinRate, MinTime): the server or the link is too slow.
+	ErrTooSlow = errors.New("fetch: transfer too slow")
 )
 
 // StatusError is an HTTP reply other than success.
@@ -129,6 +137,12 @@ type Options struct {
 	// without progress up to MaxBackoff, with jitter (0: DefaultBackoff,
 	// DefaultMaxBackoff).
 	Backoff, MaxBackoff time.Duration
+	// MinRate (bytes per second) and MinTime bound the whole transfer of
+	// one file: MinTime plus its size at MinRate. A server too slow for it
+	// (trickling bytes to hold the device) fails with ErrTooSlow. 0:
+	// DefaultMinRate, DefaultMinTime.
+	MinRate int64
+	MinTime time.Duration
 	// MaxDiscard is how many already-delivered bytes the reader will
 	// download again and drop when a server answers a resume with the whole
 	// file (200) instead of the range (206). Beyond it the download fails
@@ -184,6 +198,12 @@ func New(opts Options) (*Client, error) {
 	}
 	if opts.MaxBackoff < opts.Backoff {
 		opts.MaxBackoff = opts.Backoff
+	}
+	if opts.MinRate <= 0 {
+		opts.MinRate = DefaultMinRate
+	}
+	if opts.MinTime <= 0 {
+		opts.MinTime = DefaultMinTime
 	}
 	if opts.MaxDiscard == 0 {
 		opts.MaxDiscard = DefaultMaxDiscard
@@ -318,6 +338,28 @@ func parseLocation(raw string) (location, error) {
 	}
 }
 
+// deadline bounds the transfer of n bytes of rawURL: MinTime plus n at
+// MinRate. Its cause is ErrTooSlow, with the figures.
+func (c *Client) deadline(ctx context.Context, rawURL string, n int64) (context.Context, context.CancelFunc) {
+	d := c.opts.MinTime + time.Duration(float64(n)/float64(c.opts.MinRate)*float64(time.Second))
+	cause := fmt.Errorf("%d bytes of %s did not arrive within %v (at least %d bytes/s): %w", n, redact(rawURL), d.Round(time.Second), c.opts.MinRate, ErrTooSlow)
+	return context.WithDeadlineCause(ctx, time.Now().Add(d), cause)
+}
+
+// redact removes a password (and user name) from a URL for messages.
+func redact(rawURL string) string {
+	u, err := url.Parse(rawURL)
+	if err != nil || u.User == nil {
+		return rawURL
+	}
+	u.User = nil
+	return u.String()
+}
+
+// Redact returns rawURL without its userinfo (user:password@), for
+// messages and JSON output.
+func Redact(rawURL string) string { return redact(rawURL) }
+
 // Get fetches a small file (index, keyring) whole. A file of more than max
 // bytes is an error wrapping ErrTooLarge, detected without reading more than
 // max+1 bytes. Transient failures are retried from the start.
@@ -346,6 +388,9 @@ func (c *Client) Get(ctx context.Context, rawURL string, max int64) ([]byte, err
 		}
 		return b, nil
 	}
+	ctx, cancel := c.deadline(ctx, rawURL, max)
+	defer cancel()
+	name := redact(rawURL)
 	fails := 0
 	for {
 		b, err := c.getOnce(ctx, rawURL, max)
@@ -353,20 +398,20 @@ func (c *Client) Get(ctx context.Context, rawURL string, max int64) ([]byte, err
 			return b, nil
 		}
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("fetch %s: %w", rawURL, context.Cause(ctx))
+			return nil, fmt.Errorf("fetch %s: %w", name, context.Cause(ctx))
 		}
 		if isFinal(err) {
-			return nil, fmt.Errorf("fetch %s: %w", rawURL, err)
+			return nil, fmt.Errorf("fetch %s: %w", name, err)
 		}
 		fails++
 		if fails > c.opts.Retries {
-			return nil, fmt.Errorf("fetch %s: giving up after %d attempts: %w", rawURL, fails, err)
+			return nil, fmt.Errorf("fetch %s: giving up after %d attempts: %w", name, fails, err)
 		}
 		d := c.backoff(fails, err)
 		c.retries.Add(1)
-		c.opts.Logf("fetch %s: %v; retry %d/%d in %v", rawURL, err, fails, c.opts.Retries, d.Round(time.Millisecond))
+		c.opts.Logf("fetch %s: %v; retry %d/%d in %v", name, err, fails, c.opts.Retries, d.Round(time.Millisecond))
 		if err := sleep(ctx, d); err != nil {
-			return nil, fmt.Errorf("fetch %s: %w", rawURL, err)
+			return nil, fmt.Errorf("fetch %s: %w", name, err)
 		}
 	}
 }
@@ -378,7 +423,7 @@ func (c *Client) getOnce(ctx context.Context, rawURL string, max int64) ([]byte,
 	}
 	defer a.close()
 	if a.resp.StatusCode != http.StatusOK {
-		return nil, statusError(rawURL, a.resp)
+		return nil, statusError(redact(rawURL), a.resp)
 	}
 	if err := checkEncoding(a.resp); err != nil {
 		return nil, err
@@ -491,7 +536,14 @@ func checkEncoding(resp *http.Response) error {
 
 // isFinal reports whether retrying err cannot help.
 func isFinal(err error) bool {
-	for _, s := range []error{errEncoding, errProtocol, ErrSize, ErrTooLarge, ErrChanged, ErrNotResumable, ErrNoRange, context.Canceled, context.DeadlineExceeded} {
+	// Not context errors: callers check their own context before asking,
+	// so a timeout inside net/http (no response headers in time) is a
+	// transient failure worth a retry.
+	var idle errIdle
+	if errors.As(err, &idle) {
+		return false
+	}
+	for _, s := range []error{errEncoding, errProtocol, ErrSize, ErrTooLarge, ErrChanged, ErrNotResumable, ErrNoRange, ErrTooSlow} {
 		if errors.Is(err, s) {
 			return true
 		}
@@ -499,10 +551,6 @@ func isFinal(err error) bool {
 	var se *StatusError
 	if errors.As(err, &se) {
 		return !se.Temporary()
-	}
-	var idle errIdle
-	if errors.As(err, &idle) {
-		return false
 	}
 	return isCertError(err)
 }

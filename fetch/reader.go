@@ -37,12 +37,15 @@ var errClosed = errors.New("fetch: read after Close")
 // checking (for replies without Content-Length, and files) that the source
 // holds no further byte; if it does, Read fails with ErrSize.
 type Reader struct {
-	c    *Client
-	ctx  context.Context
-	url  string
-	path string // local file mode when set
-	size int64
-	off  int64 // bytes delivered to the caller
+	c      *Client
+	ctx    context.Context
+	cancel context.CancelFunc
+	url    string // for messages: userinfo redacted
+	rawURL string // for requests
+	path   string // local file mode when set
+	size   int64
+	off    int64 // offset of the next byte to deliver
+	start  int64 // offset of the first byte asked for (OpenAt)
 
 	src  io.Reader // current body (*attempt) or file; nil between connections
 	a    *attempt
@@ -67,14 +70,23 @@ type Reader struct {
 // reported here. ctx bounds the whole life of the reader. The returned
 // value is a *Reader.
 func (c *Client) Open(ctx context.Context, rawURL string, size int64) (io.ReadCloser, error) {
-	if size < 0 {
-		return nil, fmt.Errorf("fetch: Open %s: negative size %d", rawURL, size)
+	return c.OpenAt(ctx, rawURL, size, 0)
+}
+
+// OpenAt is Open for the bytes from off to size of the file: the first
+// request asks for that range (a file seeks), so a download stopped by a
+// power cut continues where it stopped without fetching anything twice.
+// The deadline (Options.MinRate) counts the size-off bytes it delivers.
+func (c *Client) OpenAt(ctx context.Context, rawURL string, size, off int64) (io.ReadCloser, error) {
+	if size < 0 || off < 0 || off > size {
+		return nil, fmt.Errorf("fetch: Open %s: bytes %d-%d of a %d-byte file", redact(rawURL), off, size, size)
 	}
 	loc, err := parseLocation(rawURL)
 	if err != nil {
 		return nil, err
 	}
-	r := &Reader{c: c, ctx: ctx, url: rawURL, path: loc.path, size: size}
+	ctx, cancel := c.deadline(ctx, rawURL, size-off)
+	r := &Reader{c: c, ctx: ctx, cancel: cancel, url: redact(rawURL), rawURL: rawURL, path: loc.path, size: size, off: off, start: off}
 	if r.path != "" {
 		c.requests.Add(1)
 		r.st.requests.Add(1)
@@ -95,10 +107,17 @@ func (c *Client) Open(ctx context.Context, rawURL string, size int64) (io.ReadCl
 			f.Close()
 			return nil, fmt.Errorf("fetch: %s has %d bytes but %d are declared: %w", r.path, fi.Size(), size, ErrSize)
 		}
+		if off > 0 {
+			if _, err := f.Seek(off, io.SeekStart); err != nil {
+				f.Close()
+				return nil, fmt.Errorf("fetch: %s: seek to %d: %w", r.path, off, err)
+			}
+		}
 		r.f, r.src = f, f
 		return r, nil
 	}
 	if err := r.connect(); err != nil {
+		cancel()
 		return nil, err
 	}
 	return r, nil
@@ -235,6 +254,7 @@ func (r *Reader) wrap(err error) error {
 // Close releases the connection or file. It never fails.
 func (r *Reader) Close() error {
 	r.closeSrc()
+	r.cancel()
 	if r.err == nil {
 		r.err = errClosed
 	}
@@ -300,6 +320,9 @@ func (r *Reader) connect() error {
 // and what was delivered.
 func (r *Reader) request() error {
 	var hdr http.Header
+	if !r.connected && r.off > 0 {
+		hdr = http.Header{"Range": {fmt.Sprintf("bytes=%d-", r.off)}}
+	}
 	if r.connected {
 		if r.etag == "" && r.lastMod == "" {
 			return ErrNotResumable
@@ -317,7 +340,7 @@ func (r *Reader) request() error {
 		r.c.resumes.Add(1)
 	}
 	r.st.requests.Add(1)
-	a, err := r.c.start(r.ctx, r.url, hdr)
+	a, err := r.c.start(r.ctx, r.rawURL, hdr)
 	if err != nil {
 		return err
 	}
@@ -341,18 +364,17 @@ func (r *Reader) accept(resp *http.Response) error {
 			}
 			return fmt.Errorf("server has %d bytes, %d declared: %w", resp.ContentLength, r.size, ErrSize)
 		}
-		if r.connected {
-			if err := r.sameValidator(resp); err != nil {
-				return err
-			}
-			if r.off > 0 && (r.c.opts.MaxDiscard < 0 || r.off > r.c.opts.MaxDiscard) {
+		if r.connected && r.sameValidator(resp) != nil {
+			return r.sameValidator(resp)
+		}
+		if r.off > 0 {
+			if r.c.opts.MaxDiscard < 0 || r.off > r.c.opts.MaxDiscard {
 				return fmt.Errorf("asked for bytes from %d, got the whole file again (200); dropping %d bytes exceeds the limit of %d; enable Range requests on the server: %w",
 					r.off, r.off, max(r.c.opts.MaxDiscard, 0), ErrNoRange)
 			}
-			if r.off > 0 {
-				r.c.opts.Logf("fetch %s: server ignored the Range request; dropping %d bytes already delivered", r.url, r.off)
-			}
-		} else {
+			r.c.opts.Logf("fetch %s: server ignored the Range request; dropping %d bytes already delivered", r.url, r.off)
+		}
+		if !r.connected {
 			r.connected = true
 			if et := resp.Header.Get("ETag"); et != "" && !strings.HasPrefix(et, "W/") {
 				r.etag = et
@@ -363,10 +385,16 @@ func (r *Reader) accept(resp *http.Response) error {
 		r.knownLen = resp.ContentLength >= 0
 		return nil
 	case http.StatusPartialContent:
-		if !r.connected {
+		if !r.connected && r.off == 0 {
 			return fmt.Errorf("206 Partial Content to a request without Range: %w", errProtocol)
 		}
-		if err := r.sameValidator(resp); err != nil {
+		if !r.connected {
+			r.connected = true
+			if et := resp.Header.Get("ETag"); et != "" && !strings.HasPrefix(et, "W/") {
+				r.etag = et
+			}
+			r.lastMod = resp.Header.Get("Last-Modified")
+		} else if err := r.sameValidator(resp); err != nil {
 			return err
 		}
 		first, last, total, err := parseContentRange(resp.Header.Get("Content-Range"))

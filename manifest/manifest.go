@@ -33,6 +33,9 @@ import (
 // Schema is the index schema version this package reads and writes.
 const Schema = 1
 
+// ErrSchema: the index has a schema version this package cannot read.
+var ErrSchema = errors.New("manifest: unknown index schema")
+
 // MaxIndexSize bounds how many bytes a client reads for an index.
 const MaxIndexSize = 8 << 20
 
@@ -180,7 +183,7 @@ func ParseIndex(name string, data []byte) (*Index, error) {
 // Validate checks the index's invariants.
 func (idx *Index) Validate() error {
 	if idx.Schema != Schema {
-		return fmt.Errorf("schema %d, this sysupdate reads schema %d; update sysupdate first", idx.Schema, Schema)
+		return fmt.Errorf("%w: schema %d, this sysupdate reads schema %d; update sysupdate first", ErrSchema, idx.Schema, Schema)
 	}
 	if !ValidName(idx.Channel) {
 		return fmt.Errorf("channel name %q is invalid", idx.Channel)

@@ -168,7 +168,7 @@ func TestGRUBScript(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	be, err := grub.New(grub.Config{Path: envPath, Cmdline: "none"})
+	be, err := grub.New(grub.Config{Path: envPath})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -144,7 +144,7 @@ func systemDisk(t *testing.T, dir, slotA string) string {
 	if err := os.WriteFile(env, grub.NewEnv().Bytes(), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	be, err := grub.New(grub.Config{Path: env, Cmdline: "none"})
+	be, err := grub.New(grub.Config{Path: env})
 	if err != nil {
 		t.Fatal(err)
 	}

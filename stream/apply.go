@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -9,8 +10,8 @@ import (
 	"io"
 )
 
-// ApplyOptions tune Apply. The zero value applies a full-image stream with
-// DefaultLimits as the budget.
+// ApplyOptions tune Apply and Resume. The zero value applies a full-image
+// stream with DefaultLimits as the budget.
 type ApplyOptions struct {
 	// Source is the old image a delta reads; nil for full streams.
 	Source io.ReaderAt
@@ -31,6 +32,43 @@ type ApplyOptions struct {
 	// Progress, when non-nil, is called after each op with the target bytes
 	// written so far and the target size.
 	Progress func(done, total int64)
+	// SkipUnchanged makes Apply read the target before each write and skip
+	// the write when the target already holds those bytes (flash wear; a
+	// rerun after a cut rewrites almost nothing). The target must then be
+	// an io.ReaderAt too.
+	SkipUnchanged bool
+	// OnCheckpoint, when non-nil, is called between ops, about every
+	// CheckpointEvery stream bytes or CheckpointTarget target bytes, after
+	// the target was synced (it must be a Syncer): everything the
+	// checkpoint describes is durable when it is called. An error from it
+	// stops Apply. Resume continues from a checkpoint.
+	OnCheckpoint func(Checkpoint) error
+	// CheckpointEvery and CheckpointTarget space checkpoints; 0 means
+	// DefaultCheckpointEvery(stream size) and 64 MiB.
+	CheckpointEvery, CheckpointTarget int64
+	// Stats, when non-nil, is filled in as Apply goes.
+	Stats *ApplyStats
+}
+
+// ApplyStats counts what Apply did to the target.
+type ApplyStats struct {
+	// Written, Skipped and Zeroed are target bytes written, found already
+	// in place (SkipUnchanged) and zeroed without writing (holes, write
+	// zeroes).
+	Written, Skipped, Zeroed int64
+	// Checkpoints is how many checkpoints were taken.
+	Checkpoints int
+	// StreamRead is the stream bytes read by this call (a resume reads
+	// only what it still needs).
+	StreamRead int64
+}
+
+// DefaultCheckpointEvery is the stream-byte spacing of checkpoints for a
+// stream of size bytes: a thousandth of it, at least 16 KiB and at most
+// 4 MiB, so that an install cut at any point fetches at most about 0.1 %
+// of the stream again.
+func DefaultCheckpointEvery(size int64) int64 {
+	return min(max(size/1000, 16<<10), 4<<20)
 }
 
 // Syncer is implemented by targets that can make writes durable (*os.File).
@@ -51,7 +89,8 @@ type Zeroer interface{ ZeroRange(off, n int64) error }
 // before it is used, and the written bytes are hashed as they go: when
 // Apply returns nil the target holds exactly the image whose hash is
 // h.TargetHash and, if target is a Syncer, it has been synced. On error the
-// target holds a partial image that must not be booted; run Apply again.
+// target holds a partial image that must not be booted; run Apply again,
+// or Resume from the last checkpoint.
 func Apply(ctx context.Context, r io.Reader, target io.WriterAt, opts ApplyOptions) (*Header, error) {
 	if opts.Budget == (Limits{}) {
 		opts.Budget = DefaultLimits
@@ -77,56 +116,177 @@ func Apply(ctx context.Context, r io.Reader, target io.WriterAt, opts ApplyOptio
 	}
 	defer a.close()
 	th := newTreeHasher(h.TargetSize, a.zero)
-	zeroer, _ := target.(Zeroer)
-	err = a.walk(ctx, lr, func(i int, o *Op, out []byte) error {
-		if o.Type == OpZero {
-			if zeroer != nil && zeroer.ZeroRange(o.TargetOff, o.TargetLen) != nil {
-				zeroer = nil // not supported here: write zeros from now on
-			}
-			if zeroer == nil {
-				if err := writeZeros(target, o.TargetOff, o.TargetLen, a.zero); err != nil {
-					return err
-				}
-			}
-			th.Zeros(o.TargetLen)
-		} else if o.Type == OpCopy && o.TargetLen == treeChunk && o.TargetOff%treeChunk == 0 && len(o.Extents) == 1 {
-			// out is the source window whose SHA-256 was just checked
-			// against o.SourceHash: that is this chunk's tree hash.
-			if _, err := target.WriteAt(out, o.TargetOff); err != nil {
-				return &OpError{Op: i, Offset: o.TargetOff, Fault: FaultTarget, Err: fmt.Errorf("write: %w", err)}
-			}
-			if !th.Chunk(o.SourceHash) {
-				th.Write(out)
-			}
-		} else {
-			if _, err := target.WriteAt(out, o.TargetOff); err != nil {
-				return &OpError{Op: i, Offset: o.TargetOff, Fault: FaultTarget, Err: fmt.Errorf("write: %w", err)}
-			}
-			th.Write(out)
+	return h, run(ctx, a, lr, target, th, position{}, nil, opts)
+}
+
+// run applies the ops from pos on, then checks the end of the stream, the
+// tree hash and syncs the target.
+func run(ctx context.Context, a *applier, lr *countingReader, target io.WriterAt, th *treeHasher, pos position, ops []Op, opts ApplyOptions) error {
+	h := a.h
+	start := lr.n
+	w := &sink{ctx: ctx, target: target, a: a, opts: opts}
+	w.zeroer, _ = target.(Zeroer)
+	if opts.SkipUnchanged {
+		ra, ok := target.(io.ReaderAt)
+		if !ok {
+			return fmt.Errorf("stream: SkipUnchanged needs a target that can be read back")
 		}
+		w.reader = ra
+	}
+	syncer, _ := target.(Syncer)
+	every, everyTarget := opts.CheckpointEvery, opts.CheckpointTarget
+	if every <= 0 {
+		every = DefaultCheckpointEvery(h.StreamSize)
+	}
+	if everyTarget <= 0 {
+		everyTarget = 64 << 20
+	}
+	lastStream, lastTarget := lr.n, pos.TargetOff
+	st := opts.Stats
+	if st == nil {
+		st = &ApplyStats{}
+	}
+	w.st = st
+	err := a.walkFrom(ctx, lr, pos, ops, func(i int, o *Op, out []byte) error {
+		if err := w.op(i, o, out, th); err != nil {
+			return err
+		}
+		st.StreamRead = lr.n - start
 		if opts.Progress != nil {
 			opts.Progress(o.TargetOff+o.TargetLen, h.TargetSize)
+		}
+		end := o.TargetOff + o.TargetLen
+		if opts.OnCheckpoint != nil && syncer != nil && end < h.TargetSize && (lr.n-lastStream >= every || end-lastTarget >= everyTarget) {
+			if err := syncer.Sync(); err != nil {
+				return &OpError{Op: i, Offset: o.TargetOff, Fault: FaultTarget, Err: fmt.Errorf("sync before checkpoint: %w", err)}
+			}
+			cp := Checkpoint{Header: h.Hash, Segment: a.seg, Op: a.op + 1, OpIndex: i + 1, StreamOff: lr.n, TargetOff: end, Tree: th.stateDigest()}
+			if err := opts.OnCheckpoint(cp); err != nil {
+				return fmt.Errorf("stream: checkpoint at target offset %d: %w", end, err)
+			}
+			st.Checkpoints++
+			lastStream, lastTarget = lr.n, end
 		}
 		return nil
 	}, true)
 	if err != nil {
-		return h, err
+		return err
 	}
 	if err := checkEnd(lr); err != nil {
-		return h, err
+		return err
 	}
 	if sum := th.Sum(); sum != h.TargetTree {
-		return h, fmt.Errorf("%w: wrote an image whose tree hash is %s, the header says %s; the stream is inconsistent: do not boot this slot", ErrTargetMismatch, sum, h.TargetTree)
+		return fmt.Errorf("%w: wrote an image whose tree hash is %s, the header says %s; the stream is inconsistent: do not boot this slot", ErrTargetMismatch, sum, h.TargetTree)
 	}
-	if s, ok := target.(Syncer); ok {
-		if err := s.Sync(); err != nil {
-			return h, fmt.Errorf("stream: sync target: %w", err)
+	if syncer != nil {
+		if err := syncer.Sync(); err != nil {
+			return fmt.Errorf("stream: sync target: %w", err)
 		}
 	}
 	if opts.Progress != nil && h.TargetSize == 0 {
 		opts.Progress(0, 0)
 	}
-	return h, nil
+	return nil
+}
+
+// sink writes decoded ops to the target.
+type sink struct {
+	ctx     context.Context
+	target  io.WriterAt
+	reader  io.ReaderAt // set with SkipUnchanged
+	zeroer  Zeroer
+	a       *applier
+	opts    ApplyOptions
+	st      *ApplyStats
+	scratch []byte
+}
+
+func (w *sink) op(i int, o *Op, out []byte, th *treeHasher) error {
+	switch {
+	case o.Type == OpZero:
+		if err := w.zeros(o.TargetOff, o.TargetLen); err != nil {
+			return err
+		}
+		th.Zeros(o.TargetLen)
+	case o.Type == OpCopy && o.TargetLen == treeChunk && o.TargetOff%treeChunk == 0 && len(o.Extents) == 1:
+		// out is the source window whose SHA-256 was just checked
+		// against o.SourceHash: that is this chunk's tree hash.
+		if err := w.write(out, o.TargetOff); err != nil {
+			return err
+		}
+		if !th.Chunk(o.SourceHash) {
+			th.Write(out)
+		}
+	default:
+		if err := w.write(out, o.TargetOff); err != nil {
+			return err
+		}
+		th.Write(out)
+	}
+	return nil
+}
+
+// same reports whether the target already holds p at off.
+func (w *sink) same(p []byte, off int64) bool {
+	if w.reader == nil {
+		return false
+	}
+	w.scratch = grow(w.scratch, int64(len(p)))
+	n, err := w.reader.ReadAt(w.scratch, off)
+	return n == len(p) && (err == nil || errors.Is(err, io.EOF)) && bytes.Equal(w.scratch, p)
+}
+
+func (w *sink) write(p []byte, off int64) error {
+	if w.same(p, off) {
+		w.st.Skipped += int64(len(p))
+		return nil
+	}
+	if _, err := w.target.WriteAt(p, off); err != nil {
+		return &OpError{Op: -1, Offset: off, Fault: FaultTarget, Err: fmt.Errorf("write: %w", err)}
+	}
+	w.st.Written += int64(len(p))
+	return nil
+}
+
+// zeros makes [off, off+n) read as zeros, in pieces so that a huge zero op
+// stops soon after ctx is cancelled, skipping pieces that already are
+// zero with SkipUnchanged.
+func (w *sink) zeros(off, n int64) error {
+	const piece = 8 << 20
+	z := w.a.zero
+	for n > 0 {
+		if err := w.ctx.Err(); err != nil {
+			return err
+		}
+		k := min(n, piece)
+		if w.reader != nil && w.zeroAt(off, k) {
+			w.st.Skipped += k
+		} else if w.zeroer != nil && w.zeroer.ZeroRange(off, k) == nil {
+			w.st.Zeroed += k
+		} else {
+			w.zeroer = nil // not supported here: write zeros from now on
+			if err := writeZeros(w.ctx, w.target, off, k, z); err != nil {
+				return err
+			}
+			w.st.Written += k
+		}
+		off, n = off+k, n-k
+	}
+	return nil
+}
+
+// zeroAt reports whether the target reads as zeros over [off, off+n).
+func (w *sink) zeroAt(off, n int64) bool {
+	w.scratch = grow(w.scratch, int64(len(w.a.zero)))
+	for n > 0 {
+		k := min(n, int64(len(w.scratch)))
+		b := w.scratch[:k]
+		if m, err := w.reader.ReadAt(b, off); m != len(b) || (err != nil && !errors.Is(err, io.EOF)) || !bytes.Equal(b, w.a.zero[:k]) {
+			return false
+		}
+		off, n = off+k, n-k
+	}
+	return true
 }
 
 func checkHeader(h *Header, opts ApplyOptions) error {
@@ -158,8 +318,11 @@ func checkEnd(lr *countingReader) error {
 	return nil
 }
 
-func writeZeros(w io.WriterAt, off, n int64, zero []byte) error {
+func writeZeros(ctx context.Context, w io.WriterAt, off, n int64, zero []byte) error {
 	for n > 0 {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		k := min(n, int64(len(zero)))
 		if _, err := w.WriteAt(zero[:k], off); err != nil {
 			return &OpError{Op: -1, Offset: off, Fault: FaultTarget, Err: fmt.Errorf("write zeros: %w", err)}
@@ -198,6 +361,7 @@ type applier struct {
 	payload          []byte
 	zero             []byte
 	ops              []Op
+	seg, op          int // the segment and op being applied
 }
 
 func newApplier(h *Header, src io.ReaderAt) (*applier, error) {
@@ -223,28 +387,50 @@ func grow(b []byte, n int64) []byte {
 // decodes each op into the bytes it writes before calling fn. With decode
 // unset fn gets nil output (inspection).
 func (a *applier) walk(ctx context.Context, r *countingReader, fn func(i int, o *Op, out []byte) error, decode bool) error {
+	return a.walkFrom(ctx, r, position{}, nil, fn, decode)
+}
+
+// position is a point between two ops of a stream: the next op to apply
+// is op Op of segment Segment, which produces target bytes from TargetOff;
+// OpIndex is its index in the whole stream.
+type position struct {
+	Segment, Op, OpIndex int
+	TargetOff            int64
+}
+
+// walkFrom is walk starting at pos. When ops is non-nil it is the parsed
+// (and verified) op table of pos.Segment, and r is at the blob of op
+// pos.Op; otherwise r is at the table of pos.Segment and pos.Op is 0.
+func (a *applier) walkFrom(ctx context.Context, r *countingReader, pos position, ops []Op, fn func(i int, o *Op, out []byte) error, decode bool) error {
 	h := a.h
-	var targetOff int64
-	opBase := 0
-	for si := range h.Segments {
+	targetOff := pos.TargetOff
+	opBase := pos.OpIndex - pos.Op
+	for si := pos.Segment; si < len(h.Segments); si++ {
 		seg := &h.Segments[si]
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		a.table = grow(a.table, int64(seg.TableLen))
-		if _, err := io.ReadFull(r, a.table); err != nil {
-			return &OpError{Op: opBase, Offset: targetOff, Fault: FaultStream, Err: fmt.Errorf("segment %d op table at stream byte %d: %w", si, r.n, truncated(err))}
+		first := 0
+		if si == pos.Segment && ops != nil {
+			a.ops, first = ops, pos.Op
+		} else {
+			a.table = grow(a.table, int64(seg.TableLen))
+			if _, err := io.ReadFull(r, a.table); err != nil {
+				return &OpError{Op: opBase, Offset: targetOff, Fault: FaultStream, Err: fmt.Errorf("segment %d op table at stream byte %d: %w", si, r.n, truncated(err))}
+			}
+			if sha256.Sum256(a.table) != seg.TableHash {
+				return &OpError{Op: opBase, Offset: targetOff, Fault: FaultStream, Err: fmt.Errorf("%w: op table of segment %d (stream bytes %d-%d)", ErrCorrupt, si, r.n-int64(seg.TableLen), r.n)}
+			}
+			var err error
+			if a.ops, err = parseTable(a.table, h, seg, targetOff, opBase, a.ops); err != nil {
+				return err
+			}
 		}
-		if sha256.Sum256(a.table) != seg.TableHash {
-			return &OpError{Op: opBase, Offset: targetOff, Fault: FaultStream, Err: fmt.Errorf("%w: op table of segment %d (stream bytes %d-%d)", ErrCorrupt, si, r.n-int64(seg.TableLen), r.n)}
-		}
-		var err error
-		if a.ops, err = parseTable(a.table, h, seg, targetOff, opBase, a.ops); err != nil {
-			return err
-		}
-		for k := range a.ops {
+		a.seg = si
+		for k := first; k < len(a.ops); k++ {
 			o := &a.ops[k]
 			i := opBase + k
+			a.op = k
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -260,6 +446,7 @@ func (a *applier) walk(ctx context.Context, r *countingReader, fn func(i int, o 
 				}
 			}
 			if decode && o.Type != OpZero {
+				var err error
 				if out, err = a.decodeOp(i, o); err != nil {
 					return err
 				}

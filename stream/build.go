@@ -302,6 +302,9 @@ func (b *builder) encodeAll() error {
 	return nil
 }
 
+// resumeTable is the op table size segments aim for.
+const resumeTable = 16 << 10
+
 // segment groups ops into segments whose tables fit MaxTable.
 func (b *builder) segment(h *Header) {
 	var cur segment
@@ -316,11 +319,19 @@ func (b *builder) segment(h *Header) {
 		b.segs = append(b.segs, cur)
 		cur, seg = segment{}, Segment{}
 	}
+	// Small tables keep what a resumed install fetches again small (it
+	// re-reads the table of the segment it stopped in); the cap grows for
+	// huge images so the header stays within its 4096 segments.
 	var entry []byte
+	tableBytes := 0
+	for i := range b.jobs {
+		tableBytes += len(appendOp(entry[:0], &b.jobs[i].op))
+	}
+	tableCap := min(max(resumeTable, tableBytes/4000+1), int(b.opts.Limits.MaxTable))
 	for i := range b.jobs {
 		o := &b.jobs[i].op
 		entry = appendOp(entry[:0], o)
-		if len(cur.table)+len(entry) > int(b.opts.Limits.MaxTable) {
+		if len(cur.table)+len(entry) > tableCap {
 			flush()
 		}
 		cur.table = append(cur.table, entry...)

@@ -82,9 +82,12 @@ func (e *OpError) Error() string {
 
 func (e *OpError) Unwrap() error { return e.Err }
 
-// truncated maps an unexpected end of input to ErrTruncated.
+// truncated maps an end of input to ErrTruncated. Only a bare EOF is the
+// stream ending: an error that merely wraps one (a download that gave up
+// after its connection kept closing early) keeps its cause, so an outage is
+// reported as an outage and not as a short stream.
 func truncated(err error) error {
-	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
 		return fmt.Errorf("%w: %v", ErrTruncated, io.ErrUnexpectedEOF)
 	}
 	return err

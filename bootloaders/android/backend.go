@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
 
 	"github.com/sysupdate/sysupdate/bootloaders"
 )
@@ -14,11 +13,10 @@ import (
 type Config struct {
 	// Path is the misc partition (a block device or an image file).
 	Path string
-	// SlotSuffix is the running slot's suffix ("_a".."_d"). Empty means
-	// take androidboot.slot_suffix= from Cmdline.
+	// SlotSuffix is the running slot's suffix ("_a".."_d"), from
+	// androidboot.slot_suffix= on the kernel command line (the caller
+	// parses it: partition.CmdlineSlot). Empty means unknown.
 	SlotSuffix string
-	// Cmdline is the kernel command line. Empty means read /proc/cmdline.
-	Cmdline string
 	// DefaultSlots is nb_slot for the default block written over a corrupt
 	// one (AOSP uses the number of slots the device has); 0 means 2.
 	DefaultSlots int
@@ -53,27 +51,10 @@ func New(cfg Config) (*Backend, error) {
 	return &Backend{cfg: cfg}, nil
 }
 
-// Current returns the running slot's index from the configured suffix or
-// the kernel command line (androidboot.slot_suffix=_b), or -1 if neither
-// names one.
+// Current returns the running slot's index from the configured suffix,
+// or -1 if it names none.
 func (b *Backend) Current() int {
-	suffix := b.cfg.SlotSuffix
-	if suffix == "" {
-		cmdline := b.cfg.Cmdline
-		if cmdline == "" {
-			raw, err := os.ReadFile("/proc/cmdline")
-			if err != nil {
-				return -1
-			}
-			cmdline = string(raw)
-		}
-		for _, f := range strings.Fields(cmdline) {
-			if v, ok := strings.CutPrefix(f, "androidboot.slot_suffix="); ok {
-				suffix = v
-			}
-		}
-	}
-	i, err := SuffixSlot(suffix)
+	i, err := SuffixSlot(b.cfg.SlotSuffix)
 	if err != nil {
 		return -1
 	}

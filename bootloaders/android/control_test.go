@@ -155,7 +155,11 @@ func runSteps(t *testing.T, path string, steps []string) {
 	booted := ""
 	for i, step := range steps {
 		f := strings.Fields(step)
-		be, err := New(Config{Path: path, Cmdline: "console=ttyS0 androidboot.slot_suffix=_" + booted})
+		suffix := ""
+		if booted != "" && booted != "-" {
+			suffix = "_" + booted
+		}
+		be, err := New(Config{Path: path, SlotSuffix: suffix})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -290,7 +294,7 @@ func TestBackendRules(t *testing.T) {
 	if _, err := New(Config{Path: p, SlotSuffix: "_e"}); err == nil {
 		t.Fatal("bad suffix accepted")
 	}
-	if be, _ := New(Config{Path: p, Cmdline: "androidboot.slot_suffix=_c root=x"}); be.Current() != 2 {
+	if be, _ := New(Config{Path: p, SlotSuffix: "_c"}); be.Current() != 2 {
 		t.Fatal("suffix not taken from the command line")
 	}
 }

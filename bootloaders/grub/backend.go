@@ -2,9 +2,7 @@ package grub
 
 import (
 	"fmt"
-	"os"
 	"slices"
-	"strings"
 
 	"github.com/sysupdate/sysupdate/bootloaders"
 )
@@ -19,11 +17,10 @@ type Config struct {
 	// Slots are the slot names managed, lower case, a subset of "a".."d";
 	// nil means "a" and "b".
 	Slots []string
-	// Cmdline is the kernel command line of the running system, used by
-	// Status to tell a trial in progress from a failed one (it looks for
-	// sysupdate.slot=S, or rauc.slot=S under SchemeRAUC). Empty means read
-	// /proc/cmdline; if that fails the booted slot is unknown.
-	Cmdline string
+	// Booted is the running slot (partition.CmdlineSlot reads it from the
+	// kernel command line), used by Status to tell a trial in progress
+	// from a failed one. Empty means unknown (recovery, a build host).
+	Booted string
 }
 
 // Backend keeps A/B state in a grubenv. Every state change reads the
@@ -58,27 +55,8 @@ func New(cfg Config) (*Backend, error) {
 	return &Backend{cfg: cfg}, nil
 }
 
-// booted returns the slot named on the kernel command line, or "".
-func (b *Backend) booted() string {
-	cmdline := b.cfg.Cmdline
-	if cmdline == "" {
-		raw, err := os.ReadFile("/proc/cmdline")
-		if err != nil {
-			return ""
-		}
-		cmdline = string(raw)
-	}
-	key := "sysupdate.slot="
-	if b.cfg.Scheme == SchemeRAUC {
-		key = "rauc.slot="
-	}
-	for _, f := range strings.Fields(cmdline) {
-		if v, ok := strings.CutPrefix(f, key); ok {
-			return strings.ToLower(v)
-		}
-	}
-	return ""
-}
+// booted returns the running slot, or "".
+func (b *Backend) booted() string { return b.cfg.Booted }
 
 // Status reads the grubenv and reports each slot, the slot the boot script
 // will choose next and whether a trial failed. A block that is not exactly

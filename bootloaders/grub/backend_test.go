@@ -55,7 +55,7 @@ func runSteps(t *testing.T, path string, s Scheme, steps []string) {
 	var last Decision
 	for i, step := range steps {
 		f := strings.Fields(step)
-		be, err := New(Config{Path: path, Scheme: s, Cmdline: "quiet sysupdate.slot=" + booted + " rauc.slot=" + strings.ToUpper(booted)})
+		be, err := New(Config{Path: path, Scheme: s, Booted: booted})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -278,7 +278,7 @@ func TestTornWrites(t *testing.T) {
 		t.Run(op.name, func(t *testing.T) {
 			p := freshEnv(t, op.setup...)
 			oldRaw, _ := os.ReadFile(p)
-			be, _ := New(Config{Path: p, Scheme: op.scheme, Cmdline: "x"})
+			be, _ := New(Config{Path: p, Scheme: op.scheme})
 			if err := op.op(be); err != nil {
 				t.Fatal(err)
 			}

@@ -14,20 +14,15 @@ func init() {
 	register("bootloader", "read or change the bootloader's slot state (status, set-next, mark-good, mark-bad)", runBootloader)
 }
 
-const bootloaderSynopsis = `status|set-next SLOT [--tries N]|mark-good SLOT|mark-bad SLOT [--json]
-    [--config FILE] --bootloader uboot --fw-env-config PATH | grub --grubenv PATH | android --misc PATH`
+const bootloaderSynopsis = `status|set-next SLOT|mark-good SLOT|mark-bad SLOT [--tries N] [--json]
+    [--config FILE] [--bootloader uboot --fw-env-config PATH | grub --grubenv PATH | android --misc PATH]`
 
 func runBootloader(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("bootloader", bootloaderSynopsis, stderr)
-	bf := addBackendFlags(fs)
-	confPath := addConfigFlag(fs)
-	tries := fs.Int("tries", bootloaders.DefaultTries, "with set-next: boot attempts before falling back")
+	df := addDeviceFlags(fs)
 	asJSON := fs.Bool("json", false, "print the resulting status as JSON (fields: docs/bootloaders.md)")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
-		return err
-	}
-	if _, err := applyConfig(fs, *confPath, false); err != nil {
 		return err
 	}
 	if len(pos) == 0 {
@@ -43,27 +38,32 @@ func runBootloader(ctx context.Context, args []string, stdout, stderr io.Writer)
 	if len(pos)-1 != n {
 		return usageError("bootloader %s takes %d argument(s), got %d", op, n, len(pos)-1)
 	}
-	if *tries < 1 || *tries > 7 {
-		return usageError("bootloader: --tries must be between 1 and 7, got %d", *tries)
-	}
-	be, err := bf.open()
+	e, err := df.engine(fs, false)
 	if err != nil {
 		return err
 	}
-	switch op {
-	case "set-next":
-		err = be.SetNext(pos[1], *tries)
-	case "mark-good":
-		err = be.MarkGood(pos[1])
-	case "mark-bad":
-		err = be.MarkBad(pos[1])
-	}
+	tries := e.Config().Tries
+	var st bootloaders.Status
+	err = e.BootloaderOp(func(be bootloaders.Backend) error {
+		var err error
+		switch op {
+		case "set-next":
+			err = be.SetNext(pos[1], tries)
+		case "mark-good":
+			err = be.MarkGood(pos[1])
+		case "mark-bad":
+			err = be.MarkBad(pos[1])
+		}
+		if err != nil {
+			return fmt.Errorf("bootloader %s: %w", op, err)
+		}
+		if st, err = be.Status(); err != nil {
+			return fmt.Errorf("bootloader status: %w", err)
+		}
+		return nil
+	})
 	if err != nil {
-		return fmt.Errorf("bootloader %s: %w", op, err)
-	}
-	st, err := be.Status()
-	if err != nil {
-		return fmt.Errorf("bootloader status: %w", err)
+		return err
 	}
 	return printStatus(stdout, st, *asJSON)
 }

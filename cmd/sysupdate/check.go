@@ -10,6 +10,7 @@ import (
 	"github.com/sysupdate/sysupdate/client"
 	"github.com/sysupdate/sysupdate/fetch"
 	"github.com/sysupdate/sysupdate/trust"
+	"github.com/sysupdate/sysupdate/updater"
 )
 
 func init() {
@@ -28,6 +29,10 @@ func refusalCode(err error) string {
 		{client.ErrWrongChannel, "wrong-channel"}, {client.ErrRollback, "rollback"}, {client.ErrBelowFloor, "below-floor"},
 		{client.ErrWrongModel, "wrong-model"}, {client.ErrNoSuchVersion, "no-such-version"},
 		{client.ErrNotInPhase, "not-in-phase"}, {client.ErrStreamSize, "size-mismatch"}, {client.ErrStreamMismatch, "stream-mismatch"},
+		{client.ErrBadIndex, "bad-index"}, {client.ErrIndexSchema, "index-schema"}, {client.ErrTooLarge, "too-large"},
+		{fetch.ErrTooSlow, "too-slow"}, {client.ErrUnavailable, "unavailable"},
+		{updater.ErrBusy, "busy"}, {updater.ErrOnTrial, "on-trial"}, {updater.ErrHealth, "health-check"},
+		{updater.ErrNoConfirmedOther, "no-confirmed-slot"},
 	} {
 		if errors.Is(err, r.err) {
 			return r.code
@@ -37,43 +42,31 @@ func refusalCode(err error) string {
 }
 
 func runCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("check", "[--config FILE] --repo URL --channel CH --model M --master-keys FILE --state FILE [--json]", stderr)
-	var cfg client.Config
-	fs.StringVar(&cfg.RepoURL, "repo", "", "repository: https://, http://, file:// or a directory")
-	fs.StringVar(&cfg.Channel, "channel", "stable", "channel to follow")
-	fs.StringVar(&cfg.Model, "model", "", "this device's hardware model")
-	fs.StringVar(&cfg.MasterKeys, "master-keys", "/etc/sysupdate/master.pub", "master public keys baked into the image")
-	fs.StringVar(&cfg.StatePath, "state", "/var/lib/sysupdate/state.json", "device state file")
-	fs.StringVar(&cfg.MachineIDPath, "machine-id", "/etc/machine-id", "machine ID file (phased rollouts)")
-	fs.Uint64Var(&cfg.Installed, "installed", 0, "installed version (default: from the state file)")
-	fs.Uint64Var(&cfg.Floor, "floor", 0, "lowest version to accept")
-	fs.BoolVar(&cfg.AllowDowngrade, "allow-downgrade", false, "accept an older release or one below the floor")
-	fs.Uint64Var(&cfg.Version, "version", 0, "ask for this version instead of the newest")
-	caBundle := fs.String("ca-bundle", "", "extra CA certificates (PEM) for https://")
+	fs := newFlagSet("check", "[--config FILE] [--repo URL --channel CH --model M --master-keys FILE --state FILE] [--json] [SOURCE]", stderr)
+	df := addDeviceFlags(fs)
+	var req updater.Request
+	fs.BoolVar(&req.AllowDowngrade, "allow-downgrade", false, "accept an older release or one below the floor")
+	fs.Uint64Var(&req.Version, "version", 0, "ask for this version instead of the newest")
+	fs.Uint64Var(&req.Installed, "installed", 0, "installed version (default: from the state file)")
 	asJSON := fs.Bool("json", false, "print the plan as JSON")
-	confPath := addConfigFlag(fs)
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
 	}
-	if _, err := applyConfig(fs, *confPath, false); err != nil {
-		return err
+	if len(pos) > 1 {
+		return usageError("check takes at most one SOURCE (a repository directory, URL or bundle file)")
 	}
-	if len(pos) != 0 {
-		return usageError("check takes no arguments")
+	if len(pos) == 1 {
+		req.Source = pos[0]
 	}
-	if cfg.RepoURL == "" || cfg.Model == "" {
-		return usageError("check needs --repo and --model")
-	}
-	op, err := fetch.New(fetch.Options{CABundle: *caBundle, UserAgent: userAgent(cfg)})
+	e, err := df.engine(fs, false)
 	if err != nil {
 		return err
 	}
-	c, err := client.New(cfg, op)
-	if err != nil {
-		return err
+	if cfg := e.Config(); (cfg.Repository == "" && req.Source == "") || cfg.Model == "" {
+		return usageError("check needs a repository and a model: set them in the configuration file or pass --repo and --model")
 	}
-	plan, err := c.Check(ctx)
+	plan, err := e.Check(ctx, req, nil)
 	if *asJSON {
 		out := struct {
 			*client.Plan

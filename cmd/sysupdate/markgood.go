@@ -2,20 +2,20 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
-
-	"github.com/sysupdate/sysupdate/client"
 )
 
 func init() {
-	register("mark-good", "confirm that the running slot works: stop the trial countdown and record its version", runMarkGood)
+	register("mark-good", "run the health checks, then confirm that the running slot works: stop the trial countdown and record its version", runMarkGood)
+	register("rollback", "switch the next boot back to the other slot, when it holds a confirmed release", runRollback)
 }
 
 func runMarkGood(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("mark-good", "[--config FILE] [--slot S]", stderr)
+	fs := newFlagSet("mark-good", "[--config FILE] [--slot S] [--json]", stderr)
 	df := addDeviceFlags(fs)
-	statePath := fs.String("state", "/var/lib/sysupdate/state.json", "device state file")
+	asJSON := fs.Bool("json", false, "print the outcome as JSON")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -23,40 +23,54 @@ func runMarkGood(ctx context.Context, args []string, stdout, stderr io.Writer) e
 	if len(pos) != 0 {
 		return usageError("mark-good takes no arguments; it confirms the running slot (--slot to name it)")
 	}
-	cfg, err := df.load(fs)
+	e, err := df.engine(fs, true)
 	if err != nil {
 		return err
 	}
-	active, how, err := df.active(fs, cfg)
+	r := newRenderer(stderr, stderr, false, nil)
+	res, err := e.MarkGood(ctx, r.event)
+	if *asJSON && res != nil {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		enc.Encode(res)
+	}
 	if err != nil {
 		return err
 	}
-	be, err := df.bf.open()
-	if err != nil {
-		return err
-	}
-	state, err := client.LoadState(*statePath)
-	if err != nil {
-		return err
-	}
-	// Bootloader first, then the state: a power cut in between leaves a
-	// confirmed slot with a pending record, and the next mark-good (every
-	// boot runs it) completes the record.
-	if err := be.MarkGood(active); err != nil {
-		return fmt.Errorf("mark slot %s good: %w", active, err)
-	}
-	p := state.Pending
-	switch {
-	case p != nil && p.Slot == active:
-		state.Installed, state.Pending = p.Version, nil
-		if err := state.Save(*statePath); err != nil {
-			return fmt.Errorf("slot %s is confirmed in the bootloader, but recording version %d failed: %w; run mark-good again", active, p.Version, err)
+	if !*asJSON {
+		switch {
+		case res.Promoted:
+			fmt.Fprintf(stdout, "slot %s (%s) confirmed: version %d %s is installed\n", res.Slot, res.How, res.Version, res.Label)
+		default:
+			fmt.Fprintf(stdout, "slot %s (%s) confirmed, version %d\n", res.Slot, res.How, res.Version)
 		}
-		fmt.Fprintf(stdout, "slot %s (%s) confirmed: version %d %s is installed\n", active, how, p.Version, p.Label)
-	case p != nil:
-		fmt.Fprintf(stdout, "slot %s (%s) confirmed, still at version %d; the update to version %d in slot %s is not running (see 'sysupdate status')\n", active, how, state.Installed, p.Version, p.Slot)
-	default:
-		fmt.Fprintf(stdout, "slot %s (%s) confirmed, version %d\n", active, how, state.Installed)
+	}
+	return nil
+}
+
+func runRollback(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("rollback", "[--config FILE] [--slot S] [--no-reboot]", stderr)
+	df := addDeviceFlags(fs)
+	noReboot := fs.Bool("no-reboot", false, "do not reboot after switching")
+	pos, err := parseFlags(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usageError("rollback takes no arguments")
+	}
+	e, err := df.engine(fs, true)
+	if err != nil {
+		return err
+	}
+	res, err := e.Rollback(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "next boot: slot %s, version %d %s (on trial, %d boots; run 'sysupdate mark-good' there); slot %s stays the fallback\n", res.To, res.Version, res.Label, res.Tries, res.From)
+	if !*noReboot {
+		fmt.Fprintf(stdout, "rebooting into slot %s\n", res.To)
+		return rebootFunc(ctx)
 	}
 	return nil
 }

@@ -5,9 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 
-	"github.com/sysupdate/sysupdate/bootloaders"
-	"github.com/sysupdate/sysupdate/client"
+	"github.com/sysupdate/sysupdate/updater"
 )
 
 func init() {
@@ -15,31 +15,11 @@ func init() {
 }
 
 // statusResult is what status prints with --json (docs/updating.md).
-type statusResult struct {
-	Installed  uint64             `json:"installed"`
-	Pending    *client.Pending    `json:"pending,omitempty"`
-	Active     string             `json:"active,omitempty"`
-	ActiveHow  string             `json:"active_how,omitempty"`
-	ActiveErr  string             `json:"active_error,omitempty"`
-	NextBoot   string             `json:"next_boot"`
-	Bootloader bootloaders.Status `json:"bootloader"`
-	Rollback   *rollbackReport    `json:"rollback,omitempty"`
-}
-
-// rollbackReport says that a trial boot failed and the bootloader fell back.
-type rollbackReport struct {
-	// Version is the version that failed, 0 if the state does not know.
-	Version uint64 `json:"version,omitempty"`
-	// Slot failed its trial; FellBackTo is the slot that runs instead.
-	Slot       string `json:"slot"`
-	FellBackTo string `json:"fell_back_to,omitempty"`
-	Message    string `json:"message"`
-}
+type statusResult = updater.Status
 
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("status", "[--config FILE] [--json]", stderr)
 	df := addDeviceFlags(fs)
-	statePath := fs.String("state", "/var/lib/sysupdate/state.json", "device state file")
 	asJSON := fs.Bool("json", false, "print the status as JSON")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
@@ -48,33 +28,21 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if len(pos) != 0 {
 		return usageError("status takes no arguments")
 	}
-	cfg, err := df.load(fs)
+	e, err := df.engine(fs, true)
 	if err != nil {
 		return err
 	}
-	be, err := df.bf.open()
+	res, err := e.Status(ctx)
 	if err != nil {
 		return err
 	}
-	st, err := be.Status()
-	if err != nil {
-		return fmt.Errorf("read bootloader state: %w", err)
-	}
-	state, err := client.LoadState(*statePath)
-	if err != nil {
-		return err
-	}
-	res := statusResult{Installed: state.Installed, Pending: state.Pending, NextBoot: st.Next, Bootloader: st}
-	if a, how, err := df.active(fs, cfg); err != nil {
-		res.ActiveErr = err.Error()
-	} else {
-		res.Active, res.ActiveHow = a, how
-	}
-	res.Rollback = rollback(st, state.Pending, res.Active)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(res)
+	}
+	if res.StateError != "" {
+		fmt.Fprintf(stdout, "STATE FILE PROBLEM: %s\n", res.StateError)
 	}
 	fmt.Fprintf(stdout, "installed version: %d\n", res.Installed)
 	if res.Active != "" {
@@ -83,32 +51,43 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stdout, "running slot: unknown (%s)\n", res.ActiveErr)
 	}
 	if p := res.Pending; p != nil && res.Rollback == nil {
-		if p.Slot == res.Active {
+		switch {
+		case p.Slot == res.Active:
 			fmt.Fprintf(stdout, "pending: version %d %s is running in slot %s on trial: run 'sysupdate mark-good' to keep it\n", p.Version, p.Label, p.Slot)
-		} else {
+		case p.Switched:
 			fmt.Fprintf(stdout, "pending: version %d %s written to slot %s, waiting for a reboot\n", p.Version, p.Label, p.Slot)
+		default:
+			fmt.Fprintf(stdout, "pending: version %d %s written and verified in slot %s, not switched to yet (run update again, or activate a staged install)\n", p.Version, p.Label, p.Slot)
 		}
+	}
+	if c := res.Checkpoint; c != nil {
+		fmt.Fprintf(stdout, "interrupted: version %d %s into slot %s stopped at byte %d; the next update continues there\n", c.Version, c.Image, c.Slot, c.TargetOff)
 	}
 	if r := res.Rollback; r != nil {
 		fmt.Fprintf(stdout, "ROLLBACK: %s\n", r.Message)
 	}
-	return printStatus(stdout, st, false)
-}
-
-// rollback builds the report when the bootloader says a trial failed.
-func rollback(st bootloaders.Status, p *client.Pending, active string) *rollbackReport {
-	if !st.TrialFailed {
-		return nil
+	if h := res.Health; h != nil {
+		fmt.Fprintf(stdout, "HEALTH CHECK FAILED: %s on slot %s (%s): %s; action: %s\n", h.Check, h.Slot, h.Time.Format("2006-01-02 15:04:05Z"), h.Error, h.Action)
+		for _, l := range strings.Split(h.Output, "\n") {
+			if l != "" {
+				fmt.Fprintf(stdout, "  | %s\n", l)
+			}
+		}
 	}
-	r := &rollbackReport{Slot: st.FailedSlot, FellBackTo: active}
-	if r.FellBackTo == "" {
-		r.FellBackTo = st.Next
+	fmt.Fprintf(stdout, "scheme: %s\nnext boot: %s\n", res.Bootloader.Scheme, orNone(res.NextBoot))
+	if res.Bootloader.TrialFailed {
+		fmt.Fprintf(stdout, "last trial FAILED: slot %s did not confirm itself; the bootloader fell back\n", res.Bootloader.FailedSlot)
 	}
-	if p != nil && p.Slot == st.FailedSlot {
-		r.Version = p.Version
-		r.Message = fmt.Sprintf("update to version %d in slot %s did not confirm itself and the bootloader fell back to %s", p.Version, p.Slot, r.FellBackTo)
-	} else {
-		r.Message = fmt.Sprintf("slot %s did not confirm itself and the bootloader fell back to %s", st.FailedSlot, r.FellBackTo)
+	fmt.Fprintf(stdout, "%-5s %-7s %-9s %-11s %-11s %s\n", "SLOT", "BOOTED", "BOOTABLE", "SUCCESSFUL", "TRIES LEFT", "VERSION")
+	for _, s := range res.Slots {
+		v := "-"
+		if s.Version != 0 {
+			v = fmt.Sprintf("%d %s", s.Version, s.Label)
+			if s.Confirmed {
+				v += " (confirmed)"
+			}
+		}
+		fmt.Fprintf(stdout, "%-5s %-7s %-9s %-11s %-11d %s\n", s.Name, yesNo(s.Booted), yesNo(s.Bootable), yesNo(s.Successful), s.TriesLeft, strings.TrimSpace(v))
 	}
-	return r
+	return nil
 }

@@ -221,11 +221,11 @@ func TestUpdateFlow(t *testing.T) {
 		t.Fatalf("refusal: %+v, %v (grubenv changed: %v)", res, err, !bytes.Equal(before, after))
 	}
 	// Refusal: another update holds the lock.
-	unlock, err := lockFile(filepath.Join(d.dir, "lock"))
+	unlock, err := lockFile(filepath.Join(d.dir, "sysupdate.lock"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := d.update(); err == nil || !strings.Contains(err.Error(), "another sysupdate update is running") {
+	if _, _, err := d.update(); err == nil || !strings.Contains(err.Error(), "another sysupdate operation is running") {
 		t.Fatalf("locked: %v", err)
 	}
 	unlock()
@@ -311,7 +311,8 @@ func TestUpdateRefusesBadConfig(t *testing.T) {
 	}{
 		{"same bytes", strings.Replace(string(conf), "#rootfs_b", "#rootfs_a", 1), "", "are the same bytes"},
 		{"no slots for image", strings.ReplaceAll(string(conf), "slot.rootfs", "slot.boot"), "", `has no slot.rootfs.* devices`},
-		{"no active slot", string(conf), "--cmdline /nonexistent", "cannot tell which slot is running"},
+		{"unreadable command line", string(conf), "--cmdline /nonexistent", "read the kernel command line /nonexistent"},
+		{"no active slot", string(conf), "--cmdline /dev/null", "cannot tell which slot is running"},
 		{"bad --slot", string(conf), "--slot c", "--slot c"},
 		{"typo", string(conf) + "bootlader = grub\n", "", ":12: unknown key"},
 	} {
