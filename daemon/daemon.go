@@ -101,6 +101,10 @@ type Op struct {
 	Source string
 	// Percent is the last progress percentage seen (0..100).
 	Percent int
+	// Next is the kind of operation that follows this one in the same
+	// chain ("" for none): a check that goes on to download says so in
+	// its UpdateAvailableStatus.
+	Next Kind
 }
 
 func (o *Op) String() string {
@@ -262,18 +266,22 @@ func (d *Daemon) runChain(ctx context.Context, s *step) {
 		} else {
 			d.cfg.Logf("daemon: %s done", op)
 		}
-		if r.Check != nil {
-			d.mu.Lock()
-			d.lastCheck, d.lastCheckAt = r.Check, time.Now()
-			d.mu.Unlock()
+		var next *step
+		if s.next != nil && r.Err == nil && ctx.Err() == nil {
+			next = s.next(r)
 		}
+		d.mu.Lock()
+		if r.Check != nil {
+			d.lastCheck, d.lastCheckAt = r.Check, time.Now()
+		}
+		if next != nil {
+			op.Next = next.op.Kind
+		}
+		d.mu.Unlock()
 		for _, l := range ls {
 			l.finished(op, r)
 		}
-		if s.next == nil || r.Err != nil || ctx.Err() != nil {
-			return
-		}
-		s = s.next(r)
+		s = next
 	}
 }
 

@@ -414,9 +414,7 @@ func (s *systemImage) finished(op *Op, r Result) {
 		if r.Err != nil {
 			reason = r.Err.Error()
 		}
-		avail := r.Check != nil && r.Check.Available != nil
-		downloading := avail && ((op.By == BySystemImage && s.autoDownload()) || (op.By == ByTimer && s.d.cfg.Policy != PolicyCheck))
-		s.sendStatus(r.Check, downloading, reason)
+		s.sendStatus(r.Check, op.Next != "", reason)
 	case KindDownload:
 		s.mu.Lock()
 		var sig string

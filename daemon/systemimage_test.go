@@ -1,55 +1,16 @@
 package daemon
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
-)
 
-// qsystemimage builds testdata/qsystemimage (the UBports page's client
-// class QSystemImage, driven through one scenario) once per source
-// version into /var/cache/sysupdate-tests.
-func qsystemimage(t *testing.T) string {
-	t.Helper()
-	src := "testdata/qsystemimage/main.cpp"
-	b, err := os.ReadFile(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(b)
-	dir := filepath.Join("/var/cache/sysupdate-tests/qsystemimage", hex.EncodeToString(sum[:8]))
-	bin := filepath.Join(dir, "qsystemimage")
-	if _, err := os.Stat(bin); err == nil {
-		return bin
-	}
-	if _, err := os.Stat("/usr/include/LomiriSystemSettings/private/systemimage.h"); err != nil {
-		t.Fatal("liblomirisystemsettingsprivate-dev missing: run make deps (scripts/install-deps.sh)")
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	flags, err := exec.Command("pkg-config", "--cflags", "--libs", "Qt5DBus", "Qt5Core").Output()
-	if err != nil {
-		t.Fatalf("pkg-config Qt5DBus: %v: run make deps", err)
-	}
-	abs, _ := filepath.Abs(src)
-	args := append([]string{"-std=c++17", "-fPIC", "-o", bin + ".tmp", abs}, strings.Fields(string(flags))...)
-	args = append(args, "-lLomiriSystemSettingsPrivate")
-	if out, err := exec.Command("g++", args...).CombinedOutput(); err != nil {
-		t.Fatalf("g++: %v\n%s", err, out)
-	}
-	if err := os.Rename(bin+".tmp", bin); err != nil {
-		t.Fatal(err)
-	}
-	return bin
-}
+	"github.com/sysupdate/sysupdate/internal/dbustest"
+)
 
 // lines runs the client and returns its output lines.
 func (r *running) client(bin, scenario string) ([]string, int) {
@@ -85,7 +46,7 @@ func inOrder(t *testing.T, got []string, want ...string) {
 // CheckForUpdate -> UpdateAvailableStatus, DownloadUpdate ->
 // UpdateProgress... -> UpdateDownloaded, ApplyUpdate -> Rebooting.
 func TestSystemImageClient(t *testing.T) {
-	bin := qsystemimage(t)
+	bin := dbustest.QSystemImage(t)
 	eng := newFakeEngine()
 	var rebooted atomic.Bool
 	r := serve(t, eng, Config{Reboot: func() error { rebooted.Store(true); return nil }, SettingsPath: filepath.Join(t.TempDir(), "settings.json")})
@@ -120,7 +81,7 @@ func TestSystemImageClient(t *testing.T) {
 // where it stopped; cancelling and a failed download give UpdateFailed
 // with a growing count.
 func TestSystemImagePauseCancelFail(t *testing.T) {
-	bin := qsystemimage(t)
+	bin := dbustest.QSystemImage(t)
 	eng := newFakeEngine()
 	eng.stepDelay = 50 * time.Millisecond
 	r := serve(t, eng, Config{Reboot: func() error { return nil }})

@@ -1,4 +1,4 @@
-// qsystemimage drives sysupdate's system-image API with the real client
+// qsystemimage (dbustest.QSystemImage builds it) drives sysupdate's system-image API with the real client
 // class of the UBports System Updates page (QSystemImage from
 // liblomirisystemsettingsprivate), on the bus DBUS_SYSTEM_BUS_ADDRESS
 // names. It prints every signal the class re-emits, one line each, and
@@ -71,11 +71,17 @@ int main(int argc, char **argv) {
         say(QString("rebooting %1").arg(ok));
         app.exit(ok ? 0 : 1);
     });
+    // The test downloads by hand, as the page's button does: auto_download
+    // off first, and the check once the service confirmed the setting.
     QObject::connect(&si, &QSystemImage::downloadModeChanged, [&]() {
         say(QString("downloadModeChanged %1").arg(si.downloadMode()));
+        if (si.downloadMode() == 0)
+            si.checkForUpdate();
     });
-    si.setDownloadMode(0); // the test downloads by hand, as the page's button does
-    si.checkForUpdate();
+    if (si.downloadMode() == 0)
+        si.checkForUpdate();
+    else
+        si.setDownloadMode(0);
     QTimer::singleShot(20000, [&]() { say("timeout"); app.exit(1); });
     return app.exec();
 }
