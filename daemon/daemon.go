@@ -158,6 +158,8 @@ type Daemon struct {
 
 	settings *settings
 	exit     chan struct{}
+	// chains counts running chains, including their last signals.
+	chains sync.WaitGroup
 }
 
 // New returns a Daemon; Run serves it on a bus.
@@ -225,18 +227,16 @@ func (d *Daemon) start(s *step) error {
 	}
 	ctx, cancel := context.WithCancelCause(d.base)
 	d.cur, d.cancel, d.done = s.op, cancel, make(chan struct{})
+	d.chains.Add(1)
 	go d.runChain(ctx, s)
 	return nil
 }
 
 func (d *Daemon) runChain(ctx context.Context, s *step) {
-	defer func() {
-		d.mu.Lock()
-		d.cancel(nil)
-		close(d.done)
-		d.cur, d.cancel, d.done = nil, nil, nil
-		d.mu.Unlock()
-	}()
+	defer d.chains.Done()
+	d.mu.Lock()
+	cancel := d.cancel
+	d.mu.Unlock()
 	for s != nil {
 		d.mu.Lock()
 		d.cur = s.op
@@ -276,6 +276,13 @@ func (d *Daemon) runChain(ctx context.Context, s *step) {
 		}
 		if next != nil {
 			op.Next = next.op.Kind
+		} else {
+			// The last step: free the slot before telling the clients,
+			// so that one reacting to the signal (DownloadUpdate after
+			// UpdateAvailableStatus) is not refused as busy.
+			cancel(nil)
+			close(d.done)
+			d.cur, d.cancel, d.done = nil, nil, nil
 		}
 		d.mu.Unlock()
 		for _, l := range ls {
@@ -320,17 +327,22 @@ func (d *Daemon) cancelCurrent(cause error, kinds ...Kind) *Op {
 	return d.cur
 }
 
-// wait waits for the running operation to end, at most timeout; it
-// reports whether none runs.
+// wait waits for the running operation to end and its clients to be
+// told, at most timeout; it reports whether it did.
 func (d *Daemon) wait(timeout time.Duration) bool {
 	d.mu.Lock()
 	done := d.done
 	d.mu.Unlock()
-	if done == nil {
-		return true
-	}
+	all := make(chan struct{})
+	go func() {
+		if done != nil {
+			<-done
+		}
+		d.chains.Wait()
+		close(all)
+	}()
 	select {
-	case <-done:
+	case <-all:
 		return true
 	case <-time.After(timeout):
 		return false

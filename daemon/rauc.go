@@ -240,9 +240,11 @@ func (r *rauc) getSlotStatus() ([]raucSlot, *dbus.Error) {
 			"bootname": dbus.MakeVariant(s.Name),
 			"state":    dbus.MakeVariant(slotState(s, st)),
 		}
-		if s.Bootable && s.Good {
+		// RAUC's boot-status is the bootloader's view: good while the
+		// slot may boot (confirmed or on trial), bad once it may not.
+		if s.Bootable {
 			p["boot-status"] = dbus.MakeVariant("good")
-		} else if !s.Bootable {
+		} else {
 			p["boot-status"] = dbus.MakeVariant("bad")
 		}
 		if s.Release != nil {
