@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -170,20 +171,26 @@ func TestIntrospectXML(t *testing.T) {
 	}
 	for _, want := range []string{
 		`<interface name="com.ubports.SystemImage">`, `<interface name="com.canonical.SystemImage">`,
-		`<signal name="UpdateDownloaded">`, `<signal name="UpdateAvailableStatus"><arg name="is_available" type="b">`,
-		`<method name="ApplyUpdate"><arg name="message" type="s" direction="out">`,
-		`<method name="Information"><arg name="info" type="a{ss}" direction="out">`,
+		`<signal name="UpdateDownloaded">`, `<signal name="UpdateAvailableStatus"><arg name="is_available" type="b"/>`,
+		`<method name="ApplyUpdate"><arg name="message" type="s" direction="out"/>`,
+		`<method name="Information"><arg name="info" type="a{ss}" direction="out"/>`,
 	} {
 		if !strings.Contains(xml, want) {
 			t.Errorf("system-image introspection lacks %s:\n%s", want, xml)
 		}
 	}
+	// GLib's parser reads it too (Qt's and GLib's clients introspect).
+	needTool(t, "gdbus")
+	out, code := r.cmd("gdbus", "introspect", "--system", "--dest", SystemImageName, "--object-path", "/Service")
+	if code != 0 || !regexp.MustCompile(`(?s)signals:.*UpdateDownloaded\(\);`).MatchString(out) || !strings.Contains(out, "Information(out a{ss} info);") {
+		t.Errorf("gdbus introspect (exit %d):\n%s", code, out)
+	}
 	if err := r.cli.Object(RAUCName, RAUCPath).Call("org.freedesktop.DBus.Introspectable.Introspect", 0).Store(&xml); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
-		`<interface name="de.pengutronix.rauc.Installer">`, `<signal name="Completed"><arg name="result" type="i">`,
-		`<property name="Progress" type="(isi)" access="read">`, `<interface name="org.freedesktop.DBus.Properties">`,
+		`<interface name="de.pengutronix.rauc.Installer">`, `<signal name="Completed"><arg name="result" type="i"/>`,
+		`<property name="Progress" type="(isi)" access="read"/>`, `<interface name="org.freedesktop.DBus.Properties">`,
 	} {
 		if !strings.Contains(xml, want) {
 			t.Errorf("RAUC introspection lacks %s:\n%s", want, xml)

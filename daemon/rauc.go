@@ -11,8 +11,6 @@ import (
 	"sync"
 
 	"github.com/godbus/dbus/v5"
-	"github.com/godbus/dbus/v5/introspect"
-	"github.com/godbus/dbus/v5/prop"
 )
 
 // RAUC's names.
@@ -39,7 +37,7 @@ type raucSlot struct {
 type rauc struct {
 	d     *Daemon
 	conn  *dbus.Conn
-	props *prop.Properties
+	props *props
 	mu    sync.Mutex
 	last  raucProgress // last Progress sent, to send one per change
 }
@@ -115,21 +113,19 @@ func (r *rauc) iface() *iface {
 // exportRAUC exports the Installer with its properties.
 func (d *Daemon) exportRAUC(conn *dbus.Conn, st *Status) (*rauc, error) {
 	r := &rauc{d: d, conn: conn}
-	boot := st.Booted
-	props, err := prop.Export(conn, RAUCPath, prop.Map{RAUCIface: {
-		"Operation":  {Value: "idle", Emit: prop.EmitTrue},
-		"LastError":  {Value: "", Emit: prop.EmitTrue},
-		"Progress":   {Value: raucProgress{}, Emit: prop.EmitTrue},
-		"Compatible": {Value: st.Model, Emit: prop.EmitConst},
-		"Variant":    {Value: d.cfg.Variant, Emit: prop.EmitConst},
-		"BootSlot":   {Value: boot, Emit: prop.EmitConst},
-	}})
+	p, err := exportProps(conn, RAUCPath, RAUCIface, map[string]any{
+		"Operation":  "idle",
+		"LastError":  "",
+		"Progress":   raucProgress{},
+		"Compatible": st.Model,
+		"Variant":    d.cfg.Variant,
+		"BootSlot":   st.Booted,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("daemon: export RAUC properties: %w", err)
+		return nil, err
 	}
-	r.props = props
-	f := r.iface()
-	if err := export(conn, RAUCPath, []introspect.Interface{prop.IntrospectData}, f); err != nil {
+	r.props = p
+	if err := export(conn, RAUCPath, []*iface{propertiesIface}, r.iface()); err != nil {
 		return nil, err
 	}
 	d.addListener(r)
@@ -145,7 +141,7 @@ func (r *rauc) installBundle(source string, args map[string]dbus.Variant) *dbus.
 		switch k {
 		case "ignore-compatible":
 			if b, ok := v.Value().(bool); !ok || b {
-				return invalidArgs("ignore-compatible: sysupdate always checks that a release is for this model (%s) and has no way to skip it", r.props.GetMust(RAUCIface, "Compatible"))
+				return invalidArgs("ignore-compatible: sysupdate always checks that a release is for this model (%s) and has no way to skip it", r.props.get("Compatible"))
 			}
 		case "tls-cert", "tls-key", "tls-ca", "tls-no-verify", "http-headers":
 			return invalidArgs("%s: sysupdate takes TLS settings from its configuration file (ca_bundle in sysupdate.conf), not per install", k)
@@ -286,7 +282,7 @@ func (r *rauc) setProgress(p raucProgress) {
 	r.last = p
 	r.mu.Unlock()
 	if !same {
-		r.props.SetMust(RAUCIface, "Progress", p)
+		r.props.set("Progress", p)
 	}
 }
 
@@ -297,8 +293,8 @@ func (r *rauc) started(op *Op) {
 	if op.Kind != KindInstall && op.Kind != KindDownload {
 		return
 	}
-	r.props.SetMust(RAUCIface, "LastError", "")
-	r.props.SetMust(RAUCIface, "Operation", "installing")
+	r.props.set("LastError", "")
+	r.props.set("Operation", "installing")
 	r.setProgress(raucProgress{0, "Installing", 1})
 }
 
@@ -332,12 +328,12 @@ func (r *rauc) finished(op *Op, res Result) {
 	code := int32(0)
 	if res.Err != nil {
 		code = 1
-		r.props.SetMust(RAUCIface, "LastError", res.Err.Error())
+		r.props.set("LastError", res.Err.Error())
 		r.setProgress(raucProgress{100, "Installing failed.", 1})
 	} else {
 		r.setProgress(raucProgress{100, "Installing done.", 1})
 	}
-	r.props.SetMust(RAUCIface, "Operation", "idle")
+	r.props.set("Operation", "idle")
 	if op.By == ByRAUC {
 		r.conn.Emit(RAUCPath, RAUCIface+".Completed", code)
 	}
