@@ -25,7 +25,7 @@ import (
 
 // buildBinary builds the device binary for tests that run it as a
 // process (the daemon, signalled like systemd does).
-func buildBinary(t *testing.T) string {
+func buildBinary(t testing.TB) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "sysupdate")
 	cmd := exec.Command("go", "build", "-o", bin, ".")
@@ -38,14 +38,14 @@ func buildBinary(t *testing.T) string {
 
 // daemonProc is `sysupdate daemon` running on a private bus.
 type daemonProc struct {
-	t      *testing.T
+	t      testing.TB
 	bus    *dbustest.Bus
 	cmd    *exec.Cmd
 	stderr *syncBuffer
 	done   chan error
 }
 
-func startDaemon(t *testing.T, bin string, bus *dbustest.Bus, conf string, extra ...string) *daemonProc {
+func startDaemon(t testing.TB, bin string, bus *dbustest.Bus, conf string, extra ...string) *daemonProc {
 	t.Helper()
 	args := append([]string{"daemon", "--config", conf, "--settings", filepath.Join(filepath.Dir(conf), "daemon-settings.json"), "--reboot-command", "true"}, extra...)
 	p := &daemonProc{t: t, bus: bus, cmd: exec.Command(bin, args...), stderr: &syncBuffer{}, done: make(chan error, 1)}
