@@ -13,8 +13,10 @@ done
 for deb in "$@"; do
   echo "deb-check: $deb"
   # lintian exits non-zero on errors; warnings are listed, not fatal.
-  lintian --tag-display-limit 0 --fail-on error "$deb" 2>&1 | grep -v 'running with root privileges' || true
-  lintian --tag-display-limit 0 --fail-on error "$deb" >/dev/null 2>&1 || { echo "deb-check: lintian found errors in $deb" >&2; exit 1; }
+  rc=0
+  tags=$(lintian --tag-display-limit 0 --fail-on error "$deb" 2>&1) || rc=$?
+  printf '%s\n' "$tags" | grep -v -e 'running with root privileges' -e '^$' || true
+  [ "$rc" = 0 ] || { echo "deb-check: lintian found errors in $deb" >&2; exit 1; }
   root=$(mktemp -d)
   trap 'rm -rf "$root"' EXIT
   dpkg-deb -x "$deb" "$root"
