@@ -423,6 +423,14 @@ func (s *systemImage) finished(op *Op, r Result) {
 		case r.Err == nil:
 			s.failures, s.downloaded = 0, true
 			sig = "UpdateDownloaded"
+			if s.lastPercent < 100 {
+				// A staged install ends before the switch phase: the
+				// download itself is complete.
+				s.lastPercent = 100
+				s.mu.Unlock()
+				s.emit("UpdateProgress", int32(100), float64(0))
+				s.mu.Lock()
+			}
 		case errors.Is(r.Err, errPaused):
 			s.paused = true
 			sig, args = "UpdatePaused", []any{int32(s.lastPercent)}

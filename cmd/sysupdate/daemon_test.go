@@ -391,3 +391,54 @@ func TestDaemonBusyAndSIGTERM(t *testing.T) {
 		t.Fatal("slot b does not hold version 1 after the resumed install")
 	}
 }
+
+// TestDaemonSystemImageClient: the UBports System Updates page's client
+// class, unmodified, through the UI's sequence against the real engine:
+// Information, GetSetting, CheckForUpdate -> UpdateAvailableStatus,
+// DownloadUpdate -> UpdateProgress... -> UpdateDownloaded (staged, not
+// switched), ApplyUpdate -> the switch and Rebooting.
+func TestDaemonSystemImageClient(t *testing.T) {
+	qsi := dbustest.QSystemImage(t)
+	d := newDevice(t)
+	d.publish(1)
+	if res, _, err := d.update("--slot", "b"); err != nil || !res.Switched {
+		t.Fatalf("factory flash: %+v %v", res, err)
+	}
+	d.boot()
+	runOK(t, "mark-good", "--config", d.conf)
+	d.publish(2)
+	bin := buildBinary(t)
+	bus := dbustest.Start(t)
+	marker := filepath.Join(d.dir, "rebooted")
+	p := startDaemon(t, bin, bus, d.conf, "--reboot-command", "touch "+marker)
+	c := exec.Command(qsi, "full")
+	c.Env = bus.Env()
+	out, err := c.CombinedOutput()
+	t.Logf("qsystemimage full:\n%s", out)
+	if err != nil {
+		t.Fatalf("qsystemimage: %v\n%s", err, p.stderr.String())
+	}
+	for _, re := range []string{
+		`info device=board channel=stable current=1 target=-1`,
+		`(?s)updateAvailableStatus available=1 downloading=0 version=2 size=[1-9][0-9]* last_update=[0-9-]+ [0-9:]+ error=\n`,
+		`(?s)downloadStarted.*updateProgress [1-9][0-9]* eta=.*updateProgress 100 eta=0\nupdateDownloaded\nupdateProcessing\nrebooting 1`,
+	} {
+		if !regexp.MustCompile(re).Match(out) {
+			t.Errorf("qsystemimage output does not match %s", re)
+		}
+	}
+	st := d.status()
+	if st.NextBoot != "b" || st.Pending == nil || st.Pending.Version != 2 || !st.Pending.Switched {
+		t.Fatalf("after ApplyUpdate: next %s, pending %+v", st.NextBoot, st.Pending)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := os.Stat(marker); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ApplyUpdate did not run the reboot command:\n%s", p.stderr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
