@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/godbus/dbus/v5"
+	"github.com/sysupdate/sysupdate/bundle"
 	"github.com/sysupdate/sysupdate/daemon"
 	"github.com/sysupdate/sysupdate/internal/dbustest"
 )
@@ -174,6 +175,29 @@ func corruptRepo(t *testing.T, src, dst string) {
 	}
 }
 
+// writeBundle writes every file of a repository directory into a bundle
+// file, the single-file form `rauc install` is given on a device.
+func writeBundle(t *testing.T, repo, out string) string {
+	t.Helper()
+	var rel []string
+	filepath.WalkDir(repo, func(p string, e fs.DirEntry, err error) error {
+		if err == nil && !e.IsDir() {
+			r, _ := filepath.Rel(repo, p)
+			rel = append(rel, filepath.ToSlash(r))
+		}
+		return err
+	})
+	f, err := os.Create(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := bundle.Write(f, repo, rel); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
 // TestDaemonRAUCClient: Debian's rauc 1.8 CLI, unmodified, against
 // `sysupdate daemon` and the real engine on a GPT disk image.
 func TestDaemonRAUCClient(t *testing.T) {
@@ -203,8 +227,9 @@ func TestDaemonRAUCClient(t *testing.T) {
 
 	// A corrupted bundle: exit 1, the engine's error as LastError,
 	// nothing switched.
-	bad := filepath.Join(d.dir, "bad-repo")
-	corruptRepo(t, d.repo, bad)
+	badRepo := filepath.Join(d.dir, "bad-repo")
+	corruptRepo(t, d.repo, badRepo)
+	bad := writeBundle(t, badRepo, filepath.Join(d.dir, "bad.bundle"))
 	out, code = rauc(t, bus, "install", bad)
 	if code != 1 || !regexp.MustCompile(`LastError: .*nothing switched: the next boot is still slot a`).MatchString(out) {
 		t.Fatalf("rauc install of a corrupted bundle (exit %d):\n%s", code, out)
@@ -214,8 +239,19 @@ func TestDaemonRAUCClient(t *testing.T) {
 		t.Fatalf("after the corrupted bundle: next %s, pending %+v, slots %+v", st.NextBoot, st.Pending, st.Slots)
 	}
 
-	// The good repository: progress lines, exit 0, slot b next.
-	out, code = rauc(t, bus, "install", d.repo)
+	// The good bundle: progress lines, exit 0, slot b next.
+	good := writeBundle(t, d.repo, filepath.Join(d.dir, "good.bundle"))
+	// Info reads the bundle's model and version without installing it.
+	cli, err := dbus.Connect(bus.Address)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	var compat, ver string
+	if err := cli.Object(daemon.RAUCName, daemon.RAUCPath).Call(daemon.RAUCIface+".Info", 0, good).Store(&compat, &ver); err != nil || compat != "board" || ver != "2" {
+		t.Errorf("Info(%s): %q %q %v", good, compat, ver, err)
+	}
+	out, code = rauc(t, bus, "install", good)
 	if code != 0 || !strings.Contains(out, "% Downloading and writing") || !strings.Contains(out, "100% Installing done.") {
 		t.Fatalf("rauc install (exit %d):\n%s", code, out)
 	}
