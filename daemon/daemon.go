@@ -107,6 +107,7 @@ type Op struct {
 	Next Kind
 }
 
+// String says what runs and who asked, for busy errors and logs.
 func (o *Op) String() string {
 	return fmt.Sprintf("%s (asked by %s)", o.Kind, o.By)
 }
