@@ -8,7 +8,7 @@ GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 DEVICE_TAGS := nethttpomithttp2
 FUZZTIME ?= 5s
 
-.PHONY: all build deps test test-go test-qemu fuzz fuzz-short bench bench-peers lint demo clean
+.PHONY: all build deps test test-go test-qemu fuzz fuzz-short bench bench-peers lint demo deb deb-check clean
 
 all: build
 
@@ -28,6 +28,7 @@ test: deps build
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
 	$(MAKE) fuzz-short
+	$(MAKE) deb-check
 	$(MAKE) test-qemu
 
 test-qemu: build
@@ -60,5 +61,14 @@ lint:
 demo: deps build
 	scripts/demo.sh
 
+## deb: dist/out/sysupdate_VERSION_ARCH.deb for DEB_ARCHES (scripts/deb.sh).
+DEB_ARCHES ?= amd64 arm64 armhf
+deb:
+	scripts/deb.sh $(VERSION) $(DEB_ARCHES)
+
+## deb-check: lintian, unpack into a scratch root, systemd-analyze verify --root.
+deb-check: deps deb
+	scripts/deb-check.sh $$(for a in $(DEB_ARCHES); do ls -t dist/out/sysupdate_*_$$a.deb | head -1; done)
+
 clean:
-	rm -rf bin
+	rm -rf bin dist/out

@@ -261,6 +261,11 @@ func New(opts Options) (*Client, error) {
 	return &Client{opts: opts, hc: hc}, nil
 }
 
+// CloseIdleConnections closes the kept-alive connections of c: call it
+// when done with c, or they (and their goroutines) live until the idle
+// timeout. c stays usable.
+func (c *Client) CloseIdleConnections() { c.hc.CloseIdleConnections() }
+
 // Stats returns the counters summed over every transfer of c so far.
 func (c *Client) Stats() Stats {
 	return Stats{

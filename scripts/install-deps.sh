@@ -18,6 +18,13 @@ pkgs=(
   # disk images for the demo and the benchmark dataset
   e2fsprogs debootstrap fdisk
   cpio # oracle for the initramfs archives of qemu-tests/system_test.go
+  # the D-Bus daemon's real clients: a private bus, Debian's rauc CLI, the
+  # UBports System Updates page's QSystemImage class (built into a small Qt
+  # program), gdbus and setpriv for the policy test
+  dbus-daemon rauc libjson-glib-1.0-0 liblomirisystemsettingsprivate-dev qtbase5-dev g++ pkg-config
+  libglib2.0-bin util-linux
+  # make deb-check: the package checker and unit verification
+  lintian systemd
 )
 # The QEMU tests download a Debian kernel with apt-get download: they need
 # package lists even when every package above is already installed.

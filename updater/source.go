@@ -56,7 +56,9 @@ func openSource(src string, cfg *config.Config, version string, req Request, obs
 	if err != nil {
 		return nil, err
 	}
-	return &source{root: src, op: op, close: func() {}}, nil
+	// Closing drops the kept-alive connections: a daemon checks for
+	// years, one client per check.
+	return &source{root: src, op: op, close: op.CloseIdleConnections}, nil
 }
 
 // userAgent is what the device tells the server: sysupdate's version, the
