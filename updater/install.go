@@ -432,7 +432,14 @@ func (e *Engine) write(ctx context.Context, c *client.Client, p slotPair, plan *
 	m.phase(PhaseDownload, img.Name, "%s: writing %s (%d bytes) into %s", img.Name, streamKind(img), img.Size, p.target.Name())
 	tgt := &guardedTarget{d: p.target, prepare: prepare}
 	h, err := e.download(ctx, c, img, plan, slot, tgt, p.source, m, &ir, base, span)
-	if err != nil && img.Delta && errors.Is(err, stream.ErrSourceMismatch) {
+	if err != nil && img.Delta && errors.Is(err, client.ErrUnavailable) && ir.Written == 0 && ir.Skipped == 0 && ctx.Err() == nil {
+		// A bundle carries full streams only; a mirror may have pruned
+		// deltas: the full stream is the same release, verified the same.
+		m.message("%s: the delta cannot be fetched (%v); installing the full image instead (%d bytes)", img.Name, err, img.FullSize)
+		full := img.Full()
+		ir.Stream, ir.From, ir.FellBack = "full", 0, true
+		h, err = e.download(ctx, c, full, plan, slot, tgt, nil, m, &ir, base, span)
+	} else if err != nil && img.Delta && errors.Is(err, stream.ErrSourceMismatch) {
 		m.message("%s: the running slot is not the image the delta was made from (%v); falling back to the full image (%d bytes)", img.Name, err, img.FullSize)
 		full := img.Full()
 		ir.Stream, ir.From, ir.FellBack = "full", 0, true

@@ -51,6 +51,7 @@ type meteredProxy struct {
 	h    http.Handler
 	rate int64
 	sent atomic.Int64
+	gen  atomic.Int64 // the current run; requests of earlier runs never call at
 	mu   sync.Mutex
 	at   func(off int64) // called with the next offset to send; may kill the client
 }
@@ -64,7 +65,7 @@ func (p *meteredProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rg := r.Header.Get("Range"); strings.HasPrefix(rg, "bytes=") {
 		start, _ = strconv.ParseInt(strings.TrimSuffix(strings.TrimPrefix(rg, "bytes="), "-"), 10, 64)
 	}
-	p.h.ServeHTTP(&meteredWriter{ResponseWriter: w, p: p, off: start, r: r}, r)
+	p.h.ServeHTTP(&meteredWriter{ResponseWriter: w, p: p, off: start, r: r, gen: p.gen.Load()}, r)
 }
 
 type meteredWriter struct {
@@ -72,6 +73,7 @@ type meteredWriter struct {
 	p   *meteredProxy
 	off int64
 	r   *http.Request
+	gen int64
 }
 
 func (w *meteredWriter) Write(b []byte) (int, error) {
@@ -81,7 +83,7 @@ func (w *meteredWriter) Write(b []byte) (int, error) {
 		w.p.mu.Lock()
 		at := w.p.at
 		w.p.mu.Unlock()
-		if at != nil {
+		if at != nil && w.gen == w.p.gen.Load() {
 			at(w.off)
 		}
 		if w.r.Context().Err() != nil {
@@ -174,11 +176,12 @@ func (d *bigDevice) killedUpdate(point int64, extra ...string) (killed bool, res
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	var once sync.Once
 	d.proxy.mu.Lock()
+	d.proxy.gen.Add(1) // requests of earlier (killed) runs no longer count
 	d.proxy.at = func(off int64) {
 		if point >= 0 && off >= point {
 			once.Do(func() {
 				killed = true
-				cmd.Process.Kill()
+				cmd.Process.Kill() // only this run's requests get here: it has started
 			})
 		}
 	}
