@@ -44,6 +44,7 @@ fuzz:
 ## bench: the benchmark table on the public pair (built once under /var/cache/sysupdate-bench).
 bench: deps build
 	bench/run.sh
+	bench/update.sh
 
 ## bench-peers: RAUC, SWUpdate and Mender (from Debian) beside dd and sysupdate,
 ## installing the public pair's image into a loop-device slot.
