@@ -18,6 +18,8 @@ pkgs=(
   # disk images for the demo and the benchmark dataset
   e2fsprogs debootstrap fdisk
   cpio # oracle for the initramfs archives of qemu-tests/system_test.go
+  # qemu-tests/build-uboot.sh: U-Boot from Debian's source, cross-compiled
+  gcc-aarch64-linux-gnu bison flex bc swig make dpkg-dev libssl-dev python3-dev libgnutls28-dev uuid-dev
 )
 # The QEMU tests download a Debian kernel with apt-get download: they need
 # package lists even when every package above is already installed.
