@@ -39,12 +39,19 @@ func systemKernel(t *testing.T) (*kernel, []string) {
 	return k, order
 }
 
-// goBuild builds a static (CGO_ENABLED=0) binary of pkg, run from dir.
+// goBuild builds a static (CGO_ENABLED=0) linux/amd64 binary of pkg, run
+// from dir.
 func goBuild(t *testing.T, dir, pkg, out string, ldflags string) {
+	t.Helper()
+	goBuildArch(t, dir, pkg, out, ldflags, "amd64")
+}
+
+// goBuildArch is goBuild for GOARCH arch.
+func goBuildArch(t *testing.T, dir, pkg, out, ldflags, arch string) {
 	t.Helper()
 	cmd := exec.Command("go", "build", "-trimpath", "-ldflags", ldflags, "-o", out, pkg)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
 	}
@@ -57,6 +64,7 @@ type guest struct {
 	Init      []byte
 	Sysupdate []byte
 	Etc       []cpioFile // /etc/sysupdate/... baked into the image
+	SlotSize  int64      // of the slot partitions; 0 means slotSize
 }
 
 func newGuest(t *testing.T, dir string) *guest {
@@ -121,7 +129,11 @@ func (g *guest) slotImage(t *testing.T, dir, version string) string {
 		}
 	}
 	img := root + ".ext4"
-	mkext4(t, img, "rootfs", root, slotSize)
+	size := g.SlotSize
+	if size == 0 {
+		size = slotSize
+	}
+	mkext4(t, img, "rootfs", root, size)
 	return img
 }
 
@@ -229,10 +241,11 @@ func guestStatus(t *testing.T, s step) bootloaders.Status {
 	return st
 }
 
-// publisher runs the host-side publisher commands (the same binary the
-// guest carries; host and guest are both linux/amd64).
+// publisher runs the host-side publisher commands (linux/amd64; the
+// same binary the x86_64 guest carries).
 type publisher struct {
 	Bin, Keys, Repo string
+	Model           string // of the releases published; "" means e2eModel
 }
 
 func (p *publisher) run(t *testing.T, args ...string) string {
@@ -261,8 +274,12 @@ const e2eModel = "qemu-x86_64"
 // channel.
 func (p *publisher) publish(t *testing.T, version, img string) {
 	t.Helper()
+	model := p.Model
+	if model == "" {
+		model = e2eModel
+	}
 	p.run(t, "publish", "--repo", p.Repo, "--channel", "stable", "--version", version, "--label", "e2e-"+version,
-		"--key", filepath.Join(p.Keys, "signing.key"), "--model", e2eModel, "rootfs="+img)
+		"--key", filepath.Join(p.Keys, "signing.key"), "--model", model, "rootfs="+img)
 }
 
 // stick copies the repository onto an ext4 image, the "USB stick" the
