@@ -127,12 +127,14 @@ const ubootSlotSize = 72 << 20
 
 // ubootLayout is the U-Boot device's disk: a FAT boot partition (boot.scr,
 // the host's per-boot script), the two slots and the data partition.
-// boot.cmd's defaults map slot A to partition 2 and B to 3.
+// boot.cmd's defaults map slot A to partition 2 and B to 3. The misc
+// partition (bootloader_control) is used by the Android scenario only.
 var ubootLayout = []part{
 	{"esp", typeESP, 1 << 20, 16 << 20},
 	{"rootfs_a", typeLinux, 17 << 20, ubootSlotSize},
 	{"rootfs_b", typeLinux, 17<<20 + ubootSlotSize, ubootSlotSize},
 	{"data", typeLinux, 17<<20 + 2*ubootSlotSize, 16 << 20},
+	{"misc", typeLinux, 33<<20 + 2*ubootSlotSize, 1 << 20},
 }
 
 func ubootPart(name string) part {
@@ -319,6 +321,9 @@ func bootUBoot(ubootBin, flash, disk, stick string, timeout time.Duration) (boot
 	r := bootResult{Console: out, Seconds: time.Since(start).Seconds()}
 	if m := ubootChoice.FindStringSubmatch(out); m != nil {
 		r.GRUBSlot = strings.ToLower(m[1])
+	}
+	if m := androidChoice.FindStringSubmatch(out); m != nil {
+		r.GRUBSlot = m[1]
 	}
 	if err := parseGuest(&r, out); err != nil {
 		return r, fmt.Errorf("%v (qemu: %v, %.0fs)", err, qerr, r.Seconds)
