@@ -8,7 +8,7 @@ GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 DEVICE_TAGS := nethttpomithttp2
 FUZZTIME ?= 5s
 
-.PHONY: all build deps test test-go test-qemu fuzz fuzz-short bench bench-peers lint demo deb deb-check clean
+.PHONY: all build deps test test-go test-qemu fuzz fuzz-short bench bench-peers lint demo deb deb-check clean initramfs
 
 all: build
 
@@ -27,12 +27,13 @@ deps:
 test: deps build
 	$(GO) vet ./...
 	$(GO) test -count=1 ./...
+	cd recovery && $(GO) vet ./... && $(GO) test -count=1 ./...
 	$(MAKE) fuzz-short
 	$(MAKE) deb-check
 	$(MAKE) test-qemu
 
 test-qemu: build
-	cd qemu-tests && $(GO) vet ./... && $(GO) test -count=1 -timeout 20m ./...
+	cd qemu-tests && $(GO) vet ./... && $(GO) test -count=1 -timeout 30m ./...
 
 ## fuzz-short: every fuzz target for FUZZTIME (default 5s); `make fuzz` runs longer.
 fuzz-short:
@@ -57,6 +58,18 @@ lint:
 	$(GO) vet ./...
 	cd qemu-tests && $(GO) vet ./...
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 ./...
+
+## initramfs: the u-root recovery initramfs for amd64 and arm64,
+## bin/recovery-ARCH.cpio.gz (recovery/, a build-only module). Add the
+## device's files with RECOVERY_FILES=host/sysupdate.conf:etc/sysupdate/sysupdate.conf,...
+RECOVERY_ARCHES ?= amd64 arm64
+initramfs:
+	@mkdir -p bin
+	@for arch in $(RECOVERY_ARCHES); do \
+	  (cd recovery && $(GO) run ./cmd/mkrecovery -arch $$arch -o ../bin/recovery-$$arch.cpio $(if $(RECOVERY_FILES),-files $(RECOVERY_FILES))) || exit 1; \
+	  gzip -9nf bin/recovery-$$arch.cpio; \
+	  ls -l bin/recovery-$$arch.cpio.gz | awk '{print "built " $$NF ": " $$5 " bytes"}'; \
+	done
 
 ## demo: a disk image with A/B slots and a local repository, updated end to end.
 demo: deps build

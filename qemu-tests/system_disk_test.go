@@ -237,9 +237,19 @@ func bootSystem(t *testing.T, disk, stick, script string) bootResult {
 	if m := bootMarker.FindStringSubmatch(out); m != nil {
 		r.GRUBSlot = m[1]
 	}
+	if perr := parseGuest(&r, out); perr != nil {
+		t.Fatalf("%v (qemu: %v, %.0fs):\n%s", perr, err, r.Seconds, tail([]byte(out), 6000))
+	}
+	return r
+}
+
+// parseGuest fills r from the guest init's markers on the console out
+// (internal/guestinit); an error when the boot did not complete or a
+// step is missing.
+func parseGuest(r *bootResult, out string) error {
 	m := e2eBoot.FindStringSubmatch(out)
 	if m == nil || !strings.Contains(out, "SYSUPDATE-E2E done") || strings.Contains(out, "SYSUPDATE-E2E fatal") {
-		t.Fatalf("boot did not complete (qemu: %v, %.0fs):\n%s", err, r.Seconds, tail([]byte(out), 6000))
+		return fmt.Errorf("boot did not complete")
 	}
 	r.Slot, r.Version, r.Healthy = m[1], m[2], m[3]
 	steps := map[int]step{}
@@ -261,9 +271,9 @@ func bootSystem(t *testing.T, disk, stick, script string) bootResult {
 	for i := 1; i <= len(steps); i++ {
 		s, ok := steps[i]
 		if !ok {
-			t.Fatalf("console lacks step %d:\n%s", i, tail([]byte(out), 6000))
+			return fmt.Errorf("console lacks step %d", i)
 		}
 		r.Steps = append(r.Steps, s)
 	}
-	return r
+	return nil
 }

@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/u-root/u-root/pkg/cpio"
 )
 
 // cpioFile is one entry of an initramfs: a directory (Data nil, Mode with
@@ -24,72 +26,44 @@ type cpioFile struct {
 	Dir  bool
 }
 
-const (
-	cpioDir     = 0o040000
-	cpioReg     = 0o100000
-	cpioSymlink = 0o120000
-)
-
 // writeNewc writes files as a "newc" (SVR4, no CRC) cpio archive, the
-// format the kernel unpacks into its initramfs. Parent directories are
-// added as needed; entries come out sorted so the archive is reproducible.
+// format the kernel unpacks into its initramfs, with u-root's pkg/cpio.
+// Parent directories are added as needed (mode 0777, as u-root's
+// WriteRecordsAndDirs makes them); entries come out sorted, with times and
+// owners zeroed, so the archive is reproducible.
 func writeNewc(w io.Writer, files []cpioFile) error {
 	all := map[string]cpioFile{}
 	for _, f := range files {
 		f.Name = strings.TrimPrefix(path.Clean("/"+f.Name), "/")
 		all[f.Name] = f
-		for d := path.Dir(f.Name); d != "." && d != "/"; d = path.Dir(d) {
-			if _, ok := all[d]; !ok {
-				all[d] = cpioFile{Name: d, Dir: true, Mode: 0o755}
-			}
-		}
 	}
 	names := make([]string, 0, len(all))
 	for n := range all {
 		names = append(names, n)
 	}
 	sort.Strings(names)
-	ino := uint32(1)
+	recs := make([]cpio.Record, 0, len(names))
 	for _, n := range names {
 		f := all[n]
-		mode, data := f.Mode&0o7777|cpioReg, f.Data
+		var r cpio.Record
 		switch {
 		case f.Dir:
-			mode, data = f.Mode&0o7777|cpioDir, nil
+			r = cpio.Directory(n, uint64(f.Mode&0o7777))
 		case f.Link != "":
-			mode, data = 0o777|cpioSymlink, []byte(f.Link)
+			r = cpio.Symlink(n, f.Link)
+		default:
+			r = cpio.StaticRecord(f.Data, cpio.Info{Name: n, Mode: cpio.S_IFREG | uint64(f.Mode&0o7777)})
 		}
-		nlink := uint32(1)
-		if f.Dir {
-			nlink = 2
-		}
-		if err := newcEntry(w, ino, mode, nlink, n, data); err != nil {
-			return err
-		}
-		ino++
+		recs = append(recs, cpio.MakeReproducible(r))
 	}
-	return newcEntry(w, 0, 0, 1, "TRAILER!!!", nil)
-}
-
-func newcEntry(w io.Writer, ino, mode, nlink uint32, name string, data []byte) error {
-	var b bytes.Buffer
-	// magic, ino, mode, uid, gid, nlink, mtime, filesize, devmajor,
-	// devminor, rdevmajor, rdevminor, namesize (with NUL), check.
-	fmt.Fprintf(&b, "070701%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x%08x",
-		ino, mode, 0, 0, nlink, 0, len(data), 0, 0, 0, 0, len(name)+1, 0)
-	b.WriteString(name)
-	b.WriteByte(0)
-	pad4(&b)
-	b.Write(data)
-	pad4(&b)
-	_, err := w.Write(b.Bytes())
-	return err
-}
-
-func pad4(b *bytes.Buffer) {
-	for b.Len()%4 != 0 {
-		b.WriteByte(0)
+	rw := cpio.NewDedupWriter(cpio.Newc.Writer(w))
+	if err := cpio.WriteRecordsAndDirs(rw, recs); err != nil {
+		return fmt.Errorf("initramfs: %w", err)
 	}
+	if err := cpio.WriteTrailer(rw); err != nil {
+		return fmt.Errorf("initramfs trailer: %w", err)
+	}
+	return nil
 }
 
 // gzipInitramfs returns the archive of files, gzip-compressed (the Debian

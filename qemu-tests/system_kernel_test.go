@@ -25,9 +25,19 @@ var kernelOnce struct {
 	k *kernel
 }
 
+// testCache is where the QEMU tests keep what they download or build,
+// outside the checkout: $SYSUPDATE_TEST_CACHE or /var/cache/sysupdate-tests
+// (the same root build-uboot.sh and arm64-kernel.sh use).
+func testCache() string {
+	if d := os.Getenv("SYSUPDATE_TEST_CACHE"); d != "" {
+		return d
+	}
+	return "/var/cache/sysupdate-tests"
+}
+
 // debianKernel returns the current Debian cloud kernel, downloaded with
-// apt-get download and unpacked with dpkg -x under .cache/kernel/ on first
-// use (the cache is git-ignored and reused by later runs).
+// apt-get download and unpacked with dpkg -x under
+// testCache()/kernel-amd64/PACKAGE on first use, reused by later runs.
 func debianKernel(t *testing.T) *kernel {
 	t.Helper()
 	kernelOnce.Lock()
@@ -52,7 +62,7 @@ func debianKernel(t *testing.T) *kernel {
 		t.Fatalf("apt-cache depends linux-image-cloud-amd64 names no kernel package (run apt-get update):\n%s", out)
 	}
 	pkg := string(m[1])
-	cache, err := filepath.Abs(filepath.Join(".cache", "kernel", pkg))
+	cache, err := filepath.Abs(filepath.Join(testCache(), "kernel-amd64", pkg))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,13 +39,19 @@ func systemKernel(t *testing.T) (*kernel, []string) {
 	return k, order
 }
 
-// goBuild builds a static (CGO_ENABLED=0) binary of pkg, run from dir,
-// with the given build tags.
+// goBuild builds a static (CGO_ENABLED=0) linux/amd64 binary of pkg, run
+// from dir, with the given build tags.
 func goBuild(t *testing.T, dir, pkg, out string, ldflags string, tags ...string) {
+	t.Helper()
+	goBuildArch(t, dir, pkg, out, ldflags, "amd64", tags...)
+}
+
+// goBuildArch is goBuild for GOARCH arch.
+func goBuildArch(t *testing.T, dir, pkg, out, ldflags, arch string, tags ...string) {
 	t.Helper()
 	cmd := exec.Command("go", "build", "-trimpath", "-tags", strings.Join(tags, ","), "-ldflags", ldflags, "-o", out, pkg)
 	cmd.Dir = dir
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
 	}
@@ -58,6 +64,7 @@ type guest struct {
 	Init      []byte
 	Sysupdate []byte
 	Etc       []cpioFile // /etc/sysupdate/... baked into the image
+	SlotSize  int64      // of the slot partitions; 0 means slotSize
 }
 
 func newGuest(t *testing.T, dir string) *guest {
@@ -122,7 +129,11 @@ func (g *guest) slotImage(t *testing.T, dir, version string) string {
 		}
 	}
 	img := root + ".ext4"
-	mkext4(t, img, "rootfs", root, slotSize)
+	size := g.SlotSize
+	if size == 0 {
+		size = slotSize
+	}
+	mkext4(t, img, "rootfs", root, size)
 	return img
 }
 
@@ -239,6 +250,7 @@ const deviceTags = "nethttpomithttp2"
 // both linux/amd64).
 type publisher struct {
 	Bin, Device, Keys, Repo string
+	Model                   string // of the releases published; "" means e2eModel
 }
 
 func (p *publisher) run(t *testing.T, args ...string) string {
@@ -281,8 +293,12 @@ const e2eModel = "qemu-x86_64"
 // channel.
 func (p *publisher) publish(t *testing.T, version, img string) {
 	t.Helper()
+	model := p.Model
+	if model == "" {
+		model = e2eModel
+	}
 	p.run(t, "publish", "--repo", p.Repo, "--channel", "stable", "--version", version, "--label", "e2e-"+version,
-		"--key", filepath.Join(p.Keys, "signing.key"), "--model", e2eModel, "rootfs="+img)
+		"--key", filepath.Join(p.Keys, "signing.key"), "--model", model, "rootfs="+img)
 }
 
 // stick copies the repository onto an ext4 image, the "USB stick" the

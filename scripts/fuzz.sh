@@ -7,7 +7,7 @@ t=${FUZZTIME:-5s}
 n=0
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-for mod in . qemu-tests; do
+for mod in . qemu-tests recovery; do
   for pkg in $(cd "$mod" && go list ./...); do
     for f in $(cd "$mod" && go test -list '^Fuzz' "$pkg" 2>/dev/null | grep '^Fuzz' || true); do
       echo "fuzz: $pkg $f ($t)"

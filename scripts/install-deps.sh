@@ -25,6 +25,8 @@ pkgs=(
   libglib2.0-bin util-linux
   # make deb-check: the package checker and unit verification
   lintian systemd
+  # qemu-tests/build-uboot.sh: U-Boot from Debian's source, cross-compiled
+  gcc-aarch64-linux-gnu bison flex bc swig make dpkg-dev libssl-dev python3-dev libgnutls28-dev uuid-dev
 )
 # The QEMU tests download a Debian kernel with apt-get download: they need
 # package lists even when every package above is already installed.

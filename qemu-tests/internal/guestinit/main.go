@@ -4,7 +4,8 @@
 // in /lib/modules/order, creates /dev/disk/by-partlabel links the way udev
 // would, mounts the ESP (grubenv), the data partition (sysupdate state), the
 // running slot (read-only, for its version file) and the update stick, runs
-// the commands of the host-written script /boot/efi/e2e/script, prints every
+// the commands of the host-written script /boot/efi/e2e/script (the running
+// slot comes from sysupdate.slot= or androidboot.slot_suffix=), prints every
 // result on the serial console between clear markers, and powers off.
 //
 // Console protocol (parsed by the host test):
@@ -75,14 +76,9 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	slot := ""
-	for _, f := range strings.Fields(string(cmdline)) {
-		if v, ok := strings.CutPrefix(f, "sysupdate.slot="); ok {
-			slot = v
-		}
-	}
+	slot := runningSlot(string(cmdline))
 	if slot != "a" && slot != "b" {
-		return fmt.Errorf("/proc/cmdline %q: no sysupdate.slot=a|b (GRUB must pass it)", strings.TrimSpace(string(cmdline)))
+		return fmt.Errorf("/proc/cmdline %q: no sysupdate.slot=a|b or androidboot.slot_suffix=_a|_b (the bootloader must pass one)", strings.TrimSpace(string(cmdline)))
 	}
 	mounts := []struct {
 		dev, dir, fs string
@@ -140,6 +136,22 @@ func run() error {
 		fmt.Printf("SYSUPDATE-E2E step=%d rc=%d\n", step, rc)
 	}
 	return sc.Err()
+}
+
+// runningSlot returns the slot the bootloader booted, from sysupdate.slot=
+// (GRUB's grub.cfg, U-Boot's boot.cmd) or androidboot.slot_suffix= (U-Boot's
+// ab_select); "" when the command line names none.
+func runningSlot(cmdline string) string {
+	slot := ""
+	for _, f := range strings.Fields(cmdline) {
+		if v, ok := strings.CutPrefix(f, "sysupdate.slot="); ok {
+			slot = v
+		}
+		if v, ok := strings.CutPrefix(f, "androidboot.slot_suffix=_"); ok {
+			slot = v
+		}
+	}
+	return slot
 }
 
 // runLogged runs a command with its stdout and stderr merged, prefixes every

@@ -33,6 +33,21 @@ func TestParseVersion(t *testing.T) {
 	}
 }
 
+func TestRunningSlot(t *testing.T) {
+	for in, want := range map[string]string{
+		"console=ttyS0 sysupdate.slot=b panic=-1":                 "b",
+		"console=ttyAMA0 androidboot.slot_suffix=_a":              "a",
+		"rauc.slot=A sysupdate.slot=a":                            "a",
+		"quiet":                                                   "",
+		"androidboot.slot_suffix=b":                               "",
+		"sysupdate.slot=a androidboot.slot_suffix=_b (last wins)": "b",
+	} {
+		if got := runningSlot(in); got != want {
+			t.Errorf("runningSlot(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func FuzzParseVersion(f *testing.F) {
 	f.Add([]byte("version=1\nhealthy=yes\n"))
 	f.Add([]byte("a\n=b\n"))

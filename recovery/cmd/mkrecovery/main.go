@@ -1,0 +1,86 @@
+// Command mkrecovery builds the sysupdate recovery initramfs with u-root's
+// builder (github.com/u-root/mkuimage/uimage): u-root's init, a few core
+// commands (gosh, ls, cat, mount, dmesg, ip), sysupdate, and this module's
+// recovery entry point as the uinit. Run it from the recovery module
+// (`make initramfs` does): the commands are resolved from its go.mod,
+// which keeps u-root out of the device module.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/u-root/gobusybox/src/pkg/golang"
+	"github.com/u-root/mkuimage/uimage"
+	"github.com/u-root/uio/llog"
+)
+
+// coreCommands are the u-root commands in the image (one busybox binary).
+var coreCommands = []string{
+	"github.com/u-root/u-root/cmds/core/init",
+	"github.com/u-root/u-root/cmds/core/gosh",
+	"github.com/u-root/u-root/cmds/core/ls",
+	"github.com/u-root/u-root/cmds/core/cat",
+	"github.com/u-root/u-root/cmds/core/mount",
+	"github.com/u-root/u-root/cmds/core/dmesg",
+	"github.com/u-root/u-root/cmds/core/ip",
+	"github.com/sysupdate/sysupdate/recovery/cmd/recovery",
+}
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintf(os.Stderr, "mkrecovery: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("mkrecovery", flag.ContinueOnError)
+	arch := fs.String("arch", "amd64", "GOARCH of the image")
+	out := fs.String("o", "", "output cpio file (required)")
+	files := fs.String("files", "", "comma-separated HOST:IMAGE-PATH files to add (e.g. the device's sysupdate.conf and master.pub)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *out == "" {
+		return fmt.Errorf("-o OUTPUT is required")
+	}
+	tmp, err := os.MkdirTemp("", "mkrecovery-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	wd, err := os.Getwd()
+	if err != nil {
+		return err
+	}
+	env := golang.Default(golang.DisableCGO(), golang.WithGOARCH(*arch), golang.WithWorkingDir(wd))
+	mods := []uimage.Modifier{
+		uimage.WithReplaceEnv(env),
+		uimage.WithBaseArchive(uimage.DefaultRamfs()),
+		uimage.WithBusyboxCommands(coreCommands...),
+		uimage.WithBinaryCommands("github.com/sysupdate/sysupdate/cmd/sysupdate"),
+		uimage.WithInit("init"),
+		uimage.WithUinit("recovery"),
+		uimage.WithShell("gosh"),
+		uimage.WithCPIOOutput(*out),
+		uimage.WithTempDir(tmp),
+	}
+	if *files != "" {
+		mods = append(mods, uimage.WithFiles(strings.Split(*files, ",")...))
+	}
+	l := llog.New(slog.LevelInfo, func(format string, v ...any) { fmt.Fprintf(os.Stderr, format+"\n", v...) })
+	if err := uimage.Create(l, mods...); err != nil {
+		return fmt.Errorf("build %s: %w", *out, err)
+	}
+	st, err := os.Stat(*out)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s: %d bytes (linux/%s)\n", filepath.Base(*out), st.Size(), *arch)
+	return nil
+}
