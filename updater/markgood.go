@@ -237,35 +237,17 @@ func (t *tailBuffer) lastLines(n int) string {
 
 // MarkBad makes slot unbootable from the next boot on.
 func (e *Engine) MarkBad(ctx context.Context, slot string) error {
-	unlock, err := e.lock()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	be, err := e.Bootloader()
-	if err != nil {
-		return err
-	}
-	return be.MarkBad(slot)
+	return e.BootloaderOp(func(be bootloaders.Backend) error { return be.MarkBad(slot) })
 }
 
 // SetNext makes the next boot try slot (the configured tries). It is the
 // raw bootloader operation (`bootloader set-next`, rauc mark-active); see
 // Rollback for the checked one.
 func (e *Engine) SetNext(ctx context.Context, slot string, tries int) error {
-	unlock, err := e.lock()
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	be, err := e.Bootloader()
-	if err != nil {
-		return err
-	}
 	if tries == 0 {
 		tries = e.cfg.Tries
 	}
-	return be.SetNext(slot, tries)
+	return e.BootloaderOp(func(be bootloaders.Backend) error { return be.SetNext(slot, tries) })
 }
 
 // BootloaderOp runs fn on the bootloader backend under the device lock,

@@ -14,11 +14,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/sysupdate/sysupdate/fetch"
+	"github.com/sysupdate/sysupdate/internal/testbin"
 )
 
 func serveTestDir(t *testing.T) (dir string, content []byte) {
@@ -102,23 +102,7 @@ func TestServeHandler(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = testbin.SyncBuffer
 
 // TestServeCommand runs `sysupdate serve DIR --addr 127.0.0.1:0`, downloads
 // through package fetch, and stops it by cancelling the context.

@@ -8,6 +8,7 @@
 package testbin
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path"
@@ -81,4 +82,25 @@ func Cleanup() {
 		os.RemoveAll(dir)
 		dir, built = "", map[string]string{}
 	}
+}
+
+// SyncBuffer is a bytes.Buffer that a process's output goroutine writes
+// while a test reads it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+// String returns what was written so far.
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
