@@ -10,7 +10,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sysupdate/sysupdate/client"
 )
@@ -308,3 +310,18 @@ func TestProgressBarInATerminal(t *testing.T) {
 }
 
 func newRand() *rand.Rand { return rand.New(rand.NewPCG(7, 7)) }
+
+// TestUpdateStopsOnSIGTERMWithTricklingServer (issue 8, acceptance 3): an
+// update held by a server that trickles a byte now and then stops within a
+// second of SIGTERM (fetch's TestTricklingServerHitsTheDeadline shows the
+// whole-file deadline ending such a transfer without any signal).
+func TestUpdateStopsOnSIGTERMWithTricklingServer(t *testing.T) {
+	d := newBigDevice(t, 4<<20)
+	d.publishImage(1, compressible(newRand(), 2<<20), 0)
+	d.proxy.rate = 2 // bytes per second: a byte now and then
+	for _, sig := range []os.Signal{syscall.SIGTERM, os.Interrupt} {
+		cmd, out := startBin(t, nil, "update", "--config", d.conf, "--slot", "b", "--no-reboot")
+		time.Sleep(1500 * time.Millisecond) // in the stream by now
+		stopWithin(t, cmd, out, sig)
+	}
+}

@@ -98,7 +98,11 @@ func (w *meteredWriter) Write(b []byte) (int, error) {
 			return n, err
 		}
 		b = b[k:]
-		time.Sleep(time.Duration(int64(k) * int64(time.Second) / w.p.rate))
+		select {
+		case <-time.After(time.Duration(int64(k) * int64(time.Second) / w.p.rate)):
+		case <-w.r.Context().Done():
+			return n, w.r.Context().Err()
+		}
 	}
 	return n, nil
 }
