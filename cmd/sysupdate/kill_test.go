@@ -1,15 +1,20 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -107,6 +112,31 @@ func (w *meteredWriter) Write(b []byte) (int, error) {
 	return n, nil
 }
 
+// startServe runs `sysupdate-publish serve` on dir and returns its URL.
+func startServe(t *testing.T, dir string) string {
+	t.Helper()
+	os.MkdirAll(dir, 0o755)
+	cmd := exec.Command(testbin.Build(t, testbin.Publisher, ""), "serve", "--addr", "127.0.0.1:0", dir)
+	pipe, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = cmd.Stdout
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	sc := bufio.NewScanner(pipe)
+	for sc.Scan() {
+		if m := regexp.MustCompile(`http://127\.0\.0\.1:[0-9]+`).FindString(sc.Text()); m != "" {
+			go io.Copy(io.Discard, pipe)
+			return m
+		}
+	}
+	t.Fatal("sysupdate-publish serve printed no address")
+	return ""
+}
+
 // bigDevice is a device like newDevice's with slots of size bytes, a
 // repository served through a metered proxy and its own binary.
 type bigDevice struct {
@@ -124,9 +154,14 @@ func newBigDevice(t *testing.T, size int64) *bigDevice {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("sfdisk: %v: %s", err, out)
 	}
-	// 4 MB/s: a link slower than the device writes, as in the field, so
-	// that what the server sent is what the device received.
-	p := &meteredProxy{h: http.FileServer(http.Dir(d.repo)), rate: 4 << 20}
+	// The repository's server is the publisher's `serve`, behind a link
+	// of 4 MB/s: slower than the device writes, as in the field, so that
+	// what the server sent is what the device received.
+	serveURL := startServe(t, d.repo)
+	target, _ := url.Parse(serveURL)
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.FlushInterval = -1
+	p := &meteredProxy{h: rp, rate: 4 << 20}
 	srv := httptest.NewServer(p)
 	t.Cleanup(srv.Close)
 	conf, _ := os.ReadFile(d.conf)
@@ -207,6 +242,102 @@ func (d *bigDevice) killedUpdate(point int64, extra ...string) (killed bool, res
 		d.t.Fatalf("update output: %v\n%s", err, out.String())
 	}
 	return false, res, errb.String()
+}
+
+// killedLocal runs `sysupdate update` from the local repository directory
+// and SIGKILLs it once its checkpoint says the stream reached point
+// (point < 0: let it finish).
+func (d *bigDevice) killedLocal(point int64) (killed bool, stderr string) {
+	cmd := exec.Command(d.bin, "update", "--config", d.conf, "--repo", d.repo, "--json", "--no-reboot")
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	cpPath := filepath.Join(d.dir, "checkpoint.json")
+	for {
+		select {
+		case err := <-done:
+			if err != nil && !killed {
+				d.t.Fatalf("update from the directory failed: %v\n%s", err, errb.String())
+			}
+			return killed, errb.String()
+		case <-time.After(2 * time.Millisecond):
+		}
+		if point < 0 || killed {
+			continue
+		}
+		var cp struct {
+			At struct {
+				StreamOff int64 `json:"stream_off"`
+			} `json:"at"`
+		}
+		if b, err := os.ReadFile(cpPath); err == nil && json.Unmarshal(b, &cp) == nil && cp.At.StreamOff >= point {
+			killed = true
+			cmd.Process.Kill()
+		}
+	}
+}
+
+// TestKillResumeLocal is TestKillResume from a local repository directory
+// (a USB stick): 30 SIGKILLs at random stream points each resume, the slot
+// is never bootable before its verification, and the result is exact.
+func TestKillResumeLocal(t *testing.T) {
+	for _, kind := range []string{"full", "delta"} {
+		t.Run(kind, func(t *testing.T) {
+			const size = 64 << 20
+			d := newBigDevice(t, size+(1<<20))
+			r := rand.New(rand.NewPCG(43, uint64(len(kind))))
+			v1 := compressible(r, size)
+			d.publishImage(1, v1, 0)
+			if _, _, err := d.update("--slot", "b"); err != nil {
+				t.Fatal(err)
+			}
+			runOK(t, "mark-good", "--config", d.conf, "--slot", "a")
+			runOK(t, "bootloader", "--config", d.conf, "mark-good", "b")
+			v2 := compressible(r, size)
+			deltas, streamName := 0, "2.sus"
+			if kind == "delta" {
+				v2, deltas, streamName = bytes.Clone(v1), 1, "2-from-1.sus"
+				for off := 0; off < size; off += 64 << 10 {
+					copy(v2[off:], compressible(r, 16<<10))
+				}
+			}
+			d.publishImage(2, v2, deltas)
+			fi, err := os.Stat(filepath.Join(d.repo, "streams", "board", "rootfs", streamName))
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := d.slotBytes("b", 1<<20)
+			resumed, kills := 0, 0
+			for i := 0; i < 30; i++ {
+				pt := fi.Size() * int64(i+1) / 32
+				killed, stderr := d.killedLocal(pt)
+				if !killed {
+					break
+				}
+				kills++
+				if strings.Contains(stderr, "continuing from a checkpoint") {
+					resumed++
+				}
+				if !bytes.Equal(d.slotBytes("b", 1<<20), before) && d.bootable("b") {
+					t.Fatalf("after kill %d slot b is partly written and bootable", i)
+				}
+			}
+			if _, stderr := d.killedLocal(-1); !strings.Contains(stderr, "switched") {
+				t.Fatalf("final run did not switch:\n%s", stderr)
+			}
+			if !bytes.Equal(d.slotBytes("b", size), v2) || !d.bootable("b") {
+				t.Fatal("slot b does not hold v2, bootable, after the resumed update")
+			}
+			t.Logf("%s from a directory: %d kills, %d reruns resumed from a checkpoint", kind, kills, resumed)
+			if kills < 25 || resumed < kills-2 {
+				t.Fatalf("%d kills, %d resumed: the cuts did not exercise resuming", kills, resumed)
+			}
+		})
+	}
 }
 
 // TestKillResume (issue 7, acceptance 2): `sysupdate update` over HTTP is
