@@ -75,14 +75,14 @@ initramfs:
 demo: deps build
 	scripts/demo.sh
 
-## deb: dist/out/sysupdate_VERSION_ARCH.deb for DEB_ARCHES (scripts/deb.sh).
+## deb: dist/out/sysupdate_VERSION_ARCH.deb and sysupdate-publish_VERSION_ARCH.deb for DEB_ARCHES (scripts/deb.sh).
 DEB_ARCHES ?= amd64 arm64 armhf
 deb:
 	scripts/deb.sh $(VERSION) $(DEB_ARCHES)
 
 ## deb-check: lintian, unpack into a scratch root, systemd-analyze verify --root.
 deb-check: deps deb
-	scripts/deb-check.sh $$(for a in $(DEB_ARCHES); do ls -t dist/out/sysupdate_*_$$a.deb | head -1; done)
+	scripts/deb-check.sh $$(for a in $(DEB_ARCHES); do ls -t dist/out/sysupdate_*_$$a.deb | head -1; ls -t dist/out/sysupdate-publish_*_$$a.deb | head -1; done)
 
 clean:
 	rm -rf bin dist/out

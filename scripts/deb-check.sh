@@ -20,14 +20,23 @@ for deb in "$@"; do
   root=$(mktemp -d)
   trap 'rm -rf "$root"' EXIT
   dpkg-deb -x "$deb" "$root"
-  # What a device has besides the package: systemd's units and busctl.
-  mkdir -p "$root/usr/bin"
-  cp -an /lib/systemd/system/. "$root/lib/systemd/system/"
-  cp -a /usr/bin/busctl "$root/usr/bin/"
   units=()
   for u in $(dpkg-deb -c "$deb" | awk '{print $NF}' | grep -E '^\./lib/systemd/system/.*\.(service|timer)$'); do
     units+=("${u#./}")
   done
+  case $(basename "$deb") in
+    sysupdate-publish_*)
+      # The publisher: a binary and its man pages, no units or D-Bus files.
+      [ ${#units[@]} -eq 0 ] && [ -x "$root/usr/bin/sysupdate-publish" ] && [ -f "$root/usr/share/man/man1/sysupdate-publish.1.gz" ] ||
+        { echo "deb-check: $deb lacks its binary or man page, or carries units" >&2; exit 1; }
+      echo "deb-check: $deb: lintian clean of errors, binary and man pages present"
+      rm -rf "$root"; trap - EXIT
+      continue ;;
+  esac
+  # What a device has besides the package: systemd's units and busctl.
+  mkdir -p "$root/usr/bin"
+  cp -an /lib/systemd/system/. "$root/lib/systemd/system/"
+  cp -a /usr/bin/busctl "$root/usr/bin/"
   [ ${#units[@]} -ge 4 ] || { echo "deb-check: only ${#units[@]} units in $deb" >&2; exit 1; }
   # The binary may be for another architecture: verify checks that the
   # ExecStart paths exist and are executable, not that they run.

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds dist/out/sysupdate_VERSION_ARCH.deb for each Debian ARCH given
+# Builds dist/out/sysupdate_VERSION_ARCH.deb and
+# dist/out/sysupdate-publish_VERSION_ARCH.deb for each Debian ARCH given
 # (amd64, arm64, armhf): the static device binary, its man pages (from the
 # binary's own help text), the systemd units, the D-Bus activation files and
 # policy, and a commented default configuration.
@@ -9,7 +10,8 @@ cd "$(dirname "$0")/.."
 version=$1
 shift
 # A Debian version starts with a digit; git describe may give a bare hash.
-debversion=$(printf '%s' "${version#v}" | tr -c 'A-Za-z0-9.+~\n-' '+')
+# No "-": a Debian revision would make lintian ask for a Debian changelog.
+debversion=$(printf '%s' "${version#v}" | tr -c 'A-Za-z0-9.+~\n' '+')
 case $debversion in [0-9]*) ;; *) debversion="0~git.$debversion" ;; esac
 out=dist/out
 mkdir -p "$out"
@@ -21,6 +23,8 @@ trap 'rm -rf "$work"' EXIT
 # Man pages come from a host build: the text is the same on every arch.
 CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$work/host-sysupdate" ./cmd/sysupdate
 scripts/manpages.sh "$work/host-sysupdate" "$work/man" "$version"
+CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$work/host-sysupdate-publish" ./cmd/sysupdate-publish
+scripts/manpages.sh "$work/host-sysupdate-publish" "$work/man-publish" "$version" sysupdate-publish
 
 for arch in "$@"; do
   case $arch in
@@ -55,4 +59,22 @@ for arch in "$@"; do
   deb=$out/sysupdate_${debversion}_${arch}.deb
   dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >/dev/null
   echo "deb: $deb ($(stat -c %s "$deb") bytes; binary $(stat -c %s "$root/usr/bin/sysupdate") bytes)"
+
+  # The publisher: its binary, its man pages, no units.
+  proot=$work/publish-$arch
+  install -d "$proot/DEBIAN" "$proot/usr/bin" "$proot/usr/share/man/man1" "$proot/usr/share/doc/sysupdate-publish" "$proot/usr/share/lintian/overrides"
+  env CGO_ENABLED=0 GOOS=linux "${goenv[@]}" go build -trimpath -ldflags "$ldflags" -o "$proot/usr/bin/sysupdate-publish" ./cmd/sysupdate-publish
+  for m in "$work"/man-publish/*.1; do gzip -9n <"$m" >"$proot/usr/share/man/man1/$(basename "$m").gz"; done
+  install -m 0644 dist/debian/copyright "$proot/usr/share/doc/sysupdate-publish/copyright"
+  sed 's/^sysupdate: statically-linked-binary \[usr\/bin\/sysupdate\]/sysupdate-publish: statically-linked-binary [usr\/bin\/sysupdate-publish]/' dist/debian/lintian-overrides >"$proot/usr/share/lintian/overrides/sysupdate-publish"
+  for d in docs/repository.md docs/security.md docs/serving.md docs/stream-format.md; do gzip -9n <"$d" >"$proot/usr/share/doc/sysupdate-publish/$(basename "$d").gz"; done
+  printf 'sysupdate-publish (%s) unstable; urgency=medium\n\n  * Built from git %s by scripts/deb.sh.\n\n -- sysupdate developers <sysupdate@example.org>  %s\n' \
+    "$debversion" "$version" "$(date -u -R -d "@$SOURCE_DATE_EPOCH")" | gzip -9n >"$proot/usr/share/doc/sysupdate-publish/changelog.gz"
+  size=$(du -sk --exclude=DEBIAN "$proot" | cut -f1)
+  sed -e "s/@VERSION@/$debversion/" -e "s/@ARCH@/$arch/" -e "s/@SIZE@/$size/" dist/debian/control-publish.in >"$proot/DEBIAN/control"
+  (cd "$proot" && find . -path ./DEBIAN -prune -o -type f -printf '%P\0' | sort -z | xargs -0 md5sum) >"$proot/DEBIAN/md5sums"
+  find "$proot" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
+  pdeb=$out/sysupdate-publish_${debversion}_${arch}.deb
+  dpkg-deb --root-owner-group -Zxz --build "$proot" "$pdeb" >/dev/null
+  echo "deb: $pdeb ($(stat -c %s "$pdeb") bytes)"
 done
