@@ -583,8 +583,7 @@ func TestHugeIndexIsTooLarge(t *testing.T) {
 func TestOutageIsUnavailable(t *testing.T) {
 	d := newDevice(t)
 	content, _ := os.ReadFile(d.path("streams/rpi4/rootfs/3-from-2.sus"))
-	var srv *httptest.Server
-	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, ".sus") {
 			w.Header().Set("Content-Length", strconv.Itoa(len(content)))
 			w.Header().Set("ETag", `"e"`)
@@ -595,9 +594,8 @@ func TestOutageIsUnavailable(t *testing.T) {
 	}))
 	defer srv.Close()
 	d.cfg.RepoURL = srv.URL
-	_, s, err := d.install()
+	_, _, err := d.install()
 	if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrStreamSize) {
 		t.Fatalf("outage: %v, want ErrUnavailable", err)
 	}
-	_ = s
 }
