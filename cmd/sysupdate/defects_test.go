@@ -320,8 +320,16 @@ func TestUpdateStopsOnSIGTERMWithTricklingServer(t *testing.T) {
 	d.publishImage(1, compressible(newRand(), 2<<20), 0)
 	d.proxy.rate = 2 // bytes per second: a byte now and then
 	for _, sig := range []os.Signal{syscall.SIGTERM, os.Interrupt} {
+		d.proxy.sent.Store(0)
 		cmd, out := startBin(t, nil, "update", "--config", d.conf, "--slot", "b", "--no-reboot")
-		time.Sleep(1500 * time.Millisecond) // in the stream by now
+		// Wait until the trickle has begun: the update is inside the stream.
+		for deadline := time.Now().Add(30 * time.Second); d.proxy.sent.Load() == 0; {
+			if time.Now().After(deadline) {
+				cmd.Process.Kill()
+				t.Fatalf("update never reached the stream:\n%s", out.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 		stopWithin(t, cmd, out, sig)
 	}
 }
