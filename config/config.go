@@ -148,6 +148,20 @@ func Default() *Config {
 	}
 }
 
+// Set checks value as the file's line "key = value" would be checked and
+// stores it in its typed field: what a command-line flag that overrides a
+// key calls, so a flag and the file accept exactly the same values.
+func (c *Config) Set(key, value string) error {
+	if !isKey(key) {
+		return fmt.Errorf("unknown key %q: see docs/configuration.md for the keys", key)
+	}
+	if err := checkValue(key, value); err != nil {
+		return err
+	}
+	c.set(key, value)
+	return nil
+}
+
 // set stores a checked plain value in its typed field.
 func (c *Config) set(k, v string) {
 	switch k {

@@ -136,3 +136,25 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// TestSetChecksLikeTheFile: a flag overriding a key is checked exactly as
+// the file's line would be.
+func TestSetChecksLikeTheFile(t *testing.T) {
+	c := Default()
+	for _, bad := range [][2]string{{"tries", "9"}, {"bootloader", "lilo"}, {"health_failure", "panic"}, {"on_trial", "maybe"}, {"uboot_scheme", "x"}, {"min_rate", "0"}, {"nokey", "1"}} {
+		if err := c.Set(bad[0], bad[1]); err == nil {
+			t.Errorf("Set(%s, %s) accepted", bad[0], bad[1])
+		}
+	}
+	if c.Tries != DefaultTries || c.Bootloader != "" {
+		t.Fatalf("a refused Set changed the config: tries %d, bootloader %q", c.Tries, c.Bootloader)
+	}
+	for _, ok := range [][2]string{{"tries", "5"}, {"bootloader", "uboot"}, {"health_timeout", "7"}, {"on_trial", "confirm"}} {
+		if err := c.Set(ok[0], ok[1]); err != nil {
+			t.Errorf("Set(%s, %s): %v", ok[0], ok[1], err)
+		}
+	}
+	if c.Tries != 5 || c.Bootloader != "uboot" || c.HealthTimeout.Seconds() != 7 || c.OnTrial != TrialConfirm {
+		t.Fatalf("Set did not store the typed values: %+v", c)
+	}
+}

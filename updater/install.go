@@ -475,7 +475,10 @@ func (e *Engine) download(ctx context.Context, c *client.Client, img client.Imag
 		at := cp.At
 		resume = &at
 		ir.Resumed = at.TargetOff
-		tgt.prepared() // it was made unbootable before the first run wrote
+		// The first run made it unbootable before it wrote; make sure.
+		if err := tgt.before(); err != nil {
+			return nil, err
+		}
 		m.emit(Event{Type: EventResume, Image: img.Name, Done: at.TargetOff, Total: img.TargetSize,
 			Message: fmt.Sprintf("%s: continuing from a checkpoint: %d of %d bytes written and verified; fetching from stream byte %d", img.Name, at.TargetOff, img.TargetSize, at.StreamOff)})
 	default:
@@ -521,13 +524,6 @@ type guardedTarget struct {
 	d       *partition.Device
 	prepare func() error
 	done    bool
-}
-
-func (g *guardedTarget) prepared() {
-	if !g.done {
-		g.done = true
-		g.prepare()
-	}
 }
 
 func (g *guardedTarget) before() error {

@@ -5,8 +5,6 @@ import (
 	"flag"
 	"fmt"
 	iofs "io/fs"
-	"strconv"
-	"time"
 
 	"github.com/sysupdate/sysupdate/config"
 	"github.com/sysupdate/sysupdate/updater"
@@ -78,88 +76,19 @@ func (d *deviceFlags) load(fs *flag.FlagSet, required bool) (*config.Config, err
 	if bad != nil {
 		return nil, bad
 	}
-	if cfg.Tries < 1 || cfg.Tries > 7 {
-		return nil, usageError("--tries must be between 1 and 7, got %d", cfg.Tries)
-	}
 	return cfg, nil
 }
 
+// setField applies the flag flagName (one of configKeyFlags) to c, with
+// the file's own checks.
 func setField(c *config.Config, flagName, v string) error {
-	num := func() (uint64, error) {
-		n, err := strconv.ParseUint(v, 10, 64)
-		if err != nil {
-			return 0, usageError("--%s %q: give a number", flagName, v)
+	for _, kf := range configKeyFlags {
+		if kf.flag == flagName {
+			if err := c.Set(kf.key, v); err != nil {
+				return usageError("--%s: %v", flagName, err)
+			}
+			return nil
 		}
-		return n, nil
-	}
-	switch flagName {
-	case "repo":
-		c.Repository = v
-	case "channel":
-		c.Channel = v
-	case "model":
-		c.Model = v
-	case "master-keys":
-		c.MasterKeys = v
-	case "state":
-		c.State = v
-	case "machine-id":
-		c.MachineID = v
-	case "ca-bundle":
-		c.CABundle = v
-	case "floor":
-		n, err := num()
-		c.Floor = n
-		return err
-	case "cmdline":
-		c.Cmdline = v
-	case "tries":
-		n, err := num()
-		c.Tries = int(n)
-		return err
-	case "bootloader":
-		if v != "grub" && v != "uboot" && v != "android" {
-			return usageError("unknown bootloader %q: use one of android, grub, uboot", v)
-		}
-		c.Bootloader = v
-	case "grubenv":
-		c.GrubEnv = v
-	case "grub-scheme":
-		if v != "sysupdate" && v != "rauc" {
-			return usageError("--grub-scheme: unknown scheme %q: use sysupdate or rauc", v)
-		}
-		c.GrubScheme = v
-	case "fw-env-config":
-		c.FwEnvConfig = v
-	case "uboot-scheme":
-		if v != "rauc" && v != "mender" {
-			return usageError("--uboot-scheme: unknown scheme %q: use rauc or mender", v)
-		}
-		c.UBootScheme = v
-	case "misc":
-		c.Misc = v
-	case "slot-suffix":
-		c.SlotSuffix = v
-	case "health-dir":
-		c.HealthDir = v
-	case "health-timeout":
-		n, err := num()
-		c.HealthTimeout = time.Duration(n) * time.Second
-		return err
-	case "health-failure":
-		if v != config.HealthStay && v != config.HealthMarkBad && v != config.HealthReboot {
-			return usageError("--health-failure %q: use stay, mark-bad or reboot", v)
-		}
-		c.HealthFailure = v
-	case "on-trial":
-		if v != config.TrialRefuse && v != config.TrialConfirm {
-			return usageError("--on-trial %q: use refuse or confirm", v)
-		}
-		c.OnTrial = v
-	case "min-rate":
-		n, err := num()
-		c.MinRate = int64(n)
-		return err
 	}
 	return nil
 }

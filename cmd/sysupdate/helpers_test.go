@@ -3,11 +3,15 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/sysupdate/sysupdate/internal/testbin"
+	"golang.org/x/sys/unix"
 )
 
 func TestMain(m *testing.M) {
@@ -46,3 +50,23 @@ func publishOK(t *testing.T, args ...string) string {
 }
 
 type syncBuffer = testbin.SyncBuffer
+
+// lockFile takes an exclusive flock on path (creating it), as a running
+// update holds the device lock (updater takes it beside the state file).
+func lockFile(path string) (unlock func(), err error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("lock: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("another sysupdate update is running (it holds %s); wait for it to finish", path)
+		}
+		return nil, fmt.Errorf("lock %s: %w", path, err)
+	}
+	return func() { f.Close() }, nil
+}
