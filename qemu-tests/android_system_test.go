@@ -143,18 +143,13 @@ func statusString(st bootloaders.Status) string {
 func TestAndroidSystemUpdate(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	g := newARMGuest(t, dir)
-	hostBin := filepath.Join(dir, "sysupdate-host")
-	goBuild(t, "..", "./cmd/sysupdate", hostBin, "-s -w -X main.version=e2e")
-	p := newPublisher(t, dir, hostBin)
-	p.Model = armModel
-	g.Etc = ubootRelease(t, p)
+	g, p := newARMBoard(t, dir)
 	g.Etc[0].Data = []byte(androidDeviceConf)
 	v1 := g.slotImage(t, dir, "version=1\nhealthy=yes\n")
 	v2 := g.slotImage(t, dir, "version=2\nhealthy=yes\n")
 	v3 := g.slotImage(t, dir, "version=3\nhealthy=no\n")
 	p.publish(t, "1", v1)
-	m := androidFactory(t, dir, hostBin, p)
+	m := androidFactory(t, dir, p.Device, p)
 	p.publish(t, "2", v2)
 	p.stick(t, m.Stick)
 	defer func() {
@@ -217,7 +212,7 @@ func TestAndroidSystemUpdate(t *testing.T) {
 // (slot a confirmed) and flash bank 1 erased.
 func androidFactory(t *testing.T, dir, hostBin string, p *publisher) *androidMachine {
 	t.Helper()
-	um := ubootFactory(t, dir, hostBin, p)
+	um := ubootFactory(t, dir, p.Device, p)
 	scr := filepath.Join(dir, "boot.scr")
 	cmd := filepath.Join(dir, "android.cmd")
 	if err := os.WriteFile(cmd, []byte(androidBootCmd), 0o644); err != nil {

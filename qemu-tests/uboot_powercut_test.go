@@ -29,16 +29,11 @@ const powerCuts = 12
 func TestUBootPowerCut(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	g := newARMGuest(t, dir)
-	hostBin := filepath.Join(dir, "sysupdate-host")
-	goBuild(t, "..", "./cmd/sysupdate", hostBin, "-s -w -X main.version=e2e")
-	p := newPublisher(t, dir, hostBin)
-	p.Model = armModel
-	g.Etc = ubootRelease(t, p)
+	g, p := newARMBoard(t, dir)
 	v1 := g.slotImage(t, dir, "version=1\nhealthy=yes\n")
 	v2 := g.slotImage(t, dir, "version=2\nhealthy=yes\n")
 	p.publish(t, "1", v1)
-	m := ubootFactory(t, dir, hostBin, p)
+	m := ubootFactory(t, dir, p.Device, p)
 	writeAt(t, m.Disk, ubootPart("rootfs_b").Offset, ubootSlotSize, v2)
 	mkext4(t, m.Stick, "stick", "", 4<<20)
 

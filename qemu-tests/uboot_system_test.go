@@ -338,6 +338,20 @@ func ubootESP(disk string) string {
 
 // newARMGuest builds the arm64 guest: the Debian arm64 kernel, guestinit
 // and sysupdate for linux/arm64.
+// newARMBoard is the set-up every real-U-Boot scenario shares: the arm64
+// guest, the host's device binary for the factory flash, and a publisher of
+// armModel releases, with the guest's U-Boot configuration in its /etc.
+func newARMBoard(t *testing.T, dir string) (*guest, *publisher) {
+	t.Helper()
+	g := newARMGuest(t, dir)
+	hostBin := filepath.Join(dir, "sysupdate-host")
+	goBuild(t, "..", "./cmd/sysupdate", hostBin, "-s -w -X main.version=e2e", deviceTags)
+	p := newPublisher(t, dir, hostBin)
+	p.Model = armModel
+	g.Etc = ubootRelease(t, p)
+	return g, p
+}
+
 func newARMGuest(t *testing.T, dir string) *guest {
 	t.Helper()
 	needTools(t, "go", "qemu-system-aarch64", "mkimage", "sfdisk", "mkfs.ext4", "debugfs", "mformat", "mmd", "mcopy")
@@ -444,17 +458,12 @@ func ubootRelease(t *testing.T, p *publisher) []cpioFile {
 func TestUBootSystemUpdate(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	g := newARMGuest(t, dir)
-	hostBin := filepath.Join(dir, "sysupdate-host")
-	goBuild(t, "..", "./cmd/sysupdate", hostBin, "-s -w -X main.version=e2e")
-	p := newPublisher(t, dir, hostBin)
-	p.Model = armModel
-	g.Etc = ubootRelease(t, p)
+	g, p := newARMBoard(t, dir)
 	v1 := g.slotImage(t, dir, "version=1\nhealthy=yes\n")
 	v2 := g.slotImage(t, dir, "version=2\nhealthy=yes\n")
 	v3 := g.slotImage(t, dir, "version=3\nhealthy=no\n")
 	p.publish(t, "1", v1)
-	m := ubootFactory(t, dir, hostBin, p)
+	m := ubootFactory(t, dir, p.Device, p)
 	m.wantEnv(t, map[string]string{"BOOT_ORDER": "A B", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3"})
 	p.publish(t, "2", v2)
 	p.stick(t, m.Stick)
