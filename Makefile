@@ -3,9 +3,9 @@ SHELL := /bin/bash
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 GO ?= go
 GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
-# The device binary drops HTTP/2 (a device talks HTTP/1.1 to its repository);
-# cmd/sysupdate/deps_test.go builds it the same way for its size budget.
-DEVICE_TAGS := nethttpomithttp2
+# The device binary is built by scripts/build-device.sh (no HTTP/2, inlining
+# off in the standard library's cold parts); so are the .debs and the
+# size test in cmd/sysupdate/deps_test.go.
 FUZZTIME ?= 5s
 
 .PHONY: all build deps test test-go test-qemu fuzz fuzz-short bench bench-peers lint demo deb deb-check clean initramfs
@@ -15,7 +15,7 @@ all: build
 ## build: the static binaries (CGO_ENABLED=0): bin/sysupdate for devices,
 ## bin/sysupdate-publish for the build host (keys, streams, releases, serve).
 build:
-	CGO_ENABLED=0 $(GO) build -tags $(DEVICE_TAGS) $(GOFLAGS_BUILD) -o bin/sysupdate ./cmd/sysupdate
+	LDFLAGS="-s -w -X main.version=$(VERSION)" scripts/build-device.sh bin/sysupdate
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -o bin/sysupdate-publish ./cmd/sysupdate-publish
 	@ls -l bin/sysupdate bin/sysupdate-publish | awk '{print "built " $$NF ": " $$5 " bytes"}'
 

@@ -21,7 +21,7 @@ ldflags="-s -w -X main.version=$version"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # Man pages come from a host build: the text is the same on every arch.
-CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$work/host-sysupdate" ./cmd/sysupdate
+LDFLAGS=$ldflags scripts/build-device.sh "$work/host-sysupdate"
 scripts/manpages.sh "$work/host-sysupdate" "$work/man" "$version"
 CGO_ENABLED=0 go build -trimpath -ldflags "$ldflags" -o "$work/host-sysupdate-publish" ./cmd/sysupdate-publish
 scripts/manpages.sh "$work/host-sysupdate-publish" "$work/man-publish" "$version" sysupdate-publish
@@ -38,7 +38,7 @@ for arch in "$@"; do
     "$root/usr/share/dbus-1/system.d" "$root/usr/share/dbus-1/system-services" \
     "$root/etc/sysupdate" "$root/etc/default" "$root/usr/share/man/man1" "$root/usr/share/doc/sysupdate" \
     "$root/usr/share/lintian/overrides"
-  env CGO_ENABLED=0 GOOS=linux "${goenv[@]}" go build -trimpath -ldflags "$ldflags" -o "$root/usr/bin/sysupdate" ./cmd/sysupdate
+  env GOOS=linux "${goenv[@]}" LDFLAGS="$ldflags" scripts/build-device.sh "$root/usr/bin/sysupdate"
   install -m 0644 dist/systemd/*.service dist/systemd/*.timer "$root/lib/systemd/system/"
   install -m 0644 dist/dbus/sysupdate.conf "$root/usr/share/dbus-1/system.d/"
   install -m 0644 dist/dbus/system-services/*.service "$root/usr/share/dbus-1/system-services/"
