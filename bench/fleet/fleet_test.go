@@ -51,8 +51,8 @@ func checkFleet(t *testing.T, res *Result, err error) {
 	if res.Server.BytesServed < int64(n)*res.Repo.DeltaSize || res.Received < int64(n)*res.Repo.DeltaSize {
 		t.Fatalf("served %d, devices received %d bytes; each of %d devices needs the %d-byte delta", res.Server.BytesServed, res.Received, n, res.Repo.DeltaSize)
 	}
-	if res.Server.PeakRSS <= 0 {
-		t.Fatalf("peak RSS %d", res.Server.PeakRSS)
+	if res.Server.PeakRSS <= 0 || res.Server.CPU <= 0 {
+		t.Fatalf("peak RSS %d, CPU %v", res.Server.PeakRSS, res.Server.CPU)
 	}
 	c50, c99, d50, d99 := res.Percentiles()
 	if c50 <= 0 || c99 < c50 || d50 <= 0 || d99 < d50 {

@@ -154,7 +154,7 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Result, error) {
 	wg.Wait()
 	res.Wall = time.Since(t0)
 	// Peak RSS while the server still runs, then its complete log.
-	rss, procs, rssErr := srv.PeakRSS()
+	rss, procs, cpu, rssErr := srv.Usage()
 	srv.Stop()
 	stopped = true
 	st, err := srv.Stats()
@@ -164,7 +164,7 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Result, error) {
 	if rssErr != nil {
 		return nil, rssErr
 	}
-	st.PeakRSS, st.Processes = rss, procs
+	st.PeakRSS, st.Processes, st.CPU = rss, procs, cpu
 	res.Server = st
 	for _, d := range res.Devices {
 		if d.Err != nil {
@@ -222,8 +222,8 @@ func (r *Result) Percentiles() (check50, check99, dl50, dl99 time.Duration) {
 }
 
 // TableHeader is the header of the Markdown table Row prints.
-const TableHeader = "| server | devices | errors | hash mismatches | resumed (206) | check p50 | check p99 | download p50 | download p99 | wall | bytes served | server peak RSS |\n" +
-	"|---|---|---|---|---|---|---|---|---|---|---|---|"
+const TableHeader = "| server | devices | errors | hash mismatches | resumed (206) | check p50 | check p99 | download p50 | download p99 | wall | bytes served | server peak RSS | server CPU |\n" +
+	"|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 
 // Row is the result as a row of the Markdown table.
 func (r *Result) Row() string {
@@ -244,9 +244,9 @@ func (r *Result) Row() string {
 		name = fmt.Sprintf("nginx (docs' config, %s; %s)", proto, strings.Join(ps, ", "))
 	}
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.0f ms", float64(d)/float64(time.Millisecond)) }
-	return fmt.Sprintf("| %s | %d | %d | %d | %d | %s | %s | %s | %s | %.1f s | %s (%d requests) | %.1f MiB (%d procs) |",
+	return fmt.Sprintf("| %s | %d | %d | %d | %d | %s | %s | %s | %s | %.1f s | %s (%d requests) | %.1f MiB (%d procs) | %.2f s |",
 		name, len(r.Devices), r.Errors, r.HashMismatches, r.Server.Ranged, ms(c50), ms(c99), ms(d50), ms(d99),
-		r.Wall.Seconds(), commas(r.Server.BytesServed), r.Server.Requests, float64(r.Server.PeakRSS)/(1<<20), r.Server.Processes)
+		r.Wall.Seconds(), commas(r.Server.BytesServed), r.Server.Requests, float64(r.Server.PeakRSS)/(1<<20), r.Server.Processes, r.Server.CPU.Seconds())
 }
 
 func commas(n int64) string {
@@ -309,8 +309,11 @@ func mainErr(ctx context.Context, cfg Config, header bool) error {
 			shown++
 		}
 	}
-	fmt.Fprintf(os.Stderr, "fleet: %s; image %d bytes, delta %d bytes (full stream %d); devices received %s body bytes; statuses %v; %d CPUs (GOMAXPROCS %d)\n",
-		cfg.Server, res.Repo.ImageSize, res.Repo.DeltaSize, res.Repo.FullSize, commas(res.Received), res.Server.Statuses, runtime.NumCPU(), runtime.GOMAXPROCS(0))
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	self := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	fmt.Fprintf(os.Stderr, "fleet: %s; image %d bytes, delta %d bytes (full stream %d); devices received %s body bytes; statuses %v; load generator CPU %.2f s; %d CPUs (GOMAXPROCS %d)\n",
+		cfg.Server, res.Repo.ImageSize, res.Repo.DeltaSize, res.Repo.FullSize, commas(res.Received), res.Server.Statuses, self.Seconds(), runtime.NumCPU(), runtime.GOMAXPROCS(0))
 	if header {
 		fmt.Println(TableHeader)
 	}

@@ -51,6 +51,8 @@ type ServerStats struct {
 	PeakRSS int64
 	// Processes is how many processes PeakRSS covers.
 	Processes int
+	// CPU is the user and system time of those processes.
+	CPU time.Duration
 }
 
 // startServe runs `sysupdate-publish serve DIR --addr 127.0.0.1:0` and
@@ -248,13 +250,18 @@ func writeCert(dir string) (cert, key string, err error) {
 	return cert, key, nil
 }
 
-// PeakRSS sums VmHWM (the peak resident set) of the server's process and
-// its children (nginx's workers), read from /proc while they run.
-func (s *Server) PeakRSS() (int64, int, error) {
+// clockTick is USER_HZ, the unit of utime and stime in /proc/PID/stat
+// (100 on every Linux architecture Go supports).
+const clockTick = 100
+
+// Usage sums VmHWM (the peak resident set) and the CPU time (utime +
+// stime) of the server's process and its children (nginx's workers), read
+// from /proc while they run.
+func (s *Server) Usage() (rss int64, procs int, cpu time.Duration, err error) {
 	pids := []int{s.cmd.Process.Pid}
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
-		return 0, 0, fmt.Errorf("fleet: peak RSS: %w", err)
+		return 0, 0, 0, fmt.Errorf("fleet: peak RSS: %w", err)
 	}
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
@@ -271,20 +278,34 @@ func (s *Server) PeakRSS() (int64, int, error) {
 			pids = append(pids, pid)
 		}
 	}
-	var total int64
 	for _, pid := range pids {
 		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		if err != nil {
-			return 0, 0, fmt.Errorf("fleet: peak RSS of %s (pid %d): %w", s.Name, pid, err)
+			return 0, 0, 0, fmt.Errorf("fleet: peak RSS of %s (pid %d): %w", s.Name, pid, err)
 		}
 		m := regexp.MustCompile(`(?m)^VmHWM:\s+([0-9]+) kB$`).FindSubmatch(b)
 		if m == nil {
-			return 0, 0, fmt.Errorf("fleet: /proc/%d/status has no VmHWM", pid)
+			return 0, 0, 0, fmt.Errorf("fleet: /proc/%d/status has no VmHWM", pid)
 		}
 		kb, _ := strconv.ParseInt(string(m[1]), 10, 64)
-		total += kb << 10
+		rss += kb << 10
+		b, err = os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return 0, 0, 0, fmt.Errorf("fleet: CPU time of %s (pid %d): %w", s.Name, pid, err)
+		}
+		// After "pid (comm)": state is field 0, utime 11, stime 12.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(f) < 13 {
+			return 0, 0, 0, fmt.Errorf("fleet: /proc/%d/stat: %d fields", pid, len(f))
+		}
+		ut, err1 := strconv.ParseInt(f[11], 10, 64)
+		st, err2 := strconv.ParseInt(f[12], 10, 64)
+		if err1 != nil || err2 != nil {
+			return 0, 0, 0, fmt.Errorf("fleet: /proc/%d/stat: utime %q stime %q", pid, f[11], f[12])
+		}
+		cpu += time.Duration(ut+st) * time.Second / clockTick
 	}
-	return total, len(pids), nil
+	return rss, len(pids), cpu, nil
 }
 
 // Stop ends the server (SIGTERM, SIGKILL after grace) and waits for it.
