@@ -53,11 +53,13 @@ bench-peers: deps build
 	bench/peers.sh
 
 ## bench-fleet: FLEET_DEVICES (1,000) devices at once against sysupdate-publish serve,
-## then against nginx with docs/serving.md's config (bench/fleet; the table in docs/serving.md).
+## then against nginx with docs/serving.md's config over https (as documented) and
+## over plain http (like serve) (bench/fleet; the table in docs/serving.md).
 FLEET_DEVICES ?= 1000
 bench-fleet: deps build
 	$(GO) run ./bench/fleet -server serve -devices $(FLEET_DEVICES)
 	$(GO) run ./bench/fleet -server nginx -devices $(FLEET_DEVICES) -header=false
+	$(GO) run ./bench/fleet -server nginx -tls=false -devices $(FLEET_DEVICES) -header=false
 
 ## lint: formatting, vet, staticcheck.
 lint:

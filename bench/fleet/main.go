@@ -93,8 +93,8 @@ type Result struct {
 
 // Run builds the repository, starts the server and runs the fleet.
 func Run(ctx context.Context, cfg Config, logw io.Writer) (*Result, error) {
-	if cfg.Devices < 1 {
-		return nil, fmt.Errorf("fleet: -devices must be at least 1, got %d", cfg.Devices)
+	if cfg.Devices < 1 || cfg.Devices > MaxDevices {
+		return nil, fmt.Errorf("fleet: -devices must be 1..%d, got %d", MaxDevices, cfg.Devices)
 	}
 	if cfg.Timeout <= 0 {
 		return nil, fmt.Errorf("fleet: -timeout must be positive, got %v", cfg.Timeout)
@@ -105,7 +105,7 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Result, error) {
 	if cfg.ImageSize < 64<<10 || cfg.Changed <= 0 || cfg.Changed >= 1 {
 		return nil, fmt.Errorf("fleet: the image must be at least 64 KiB and -changed in (0, 1); got %d bytes, %v", cfg.ImageSize, cfg.Changed)
 	}
-	if err := raiseNoFile(); err != nil {
+	if err := raiseNoFile(cfg.Devices); err != nil {
 		return nil, err
 	}
 	fmt.Fprintf(logw, "fleet: building the repository in %s (%d-byte image, %.0f%% of blocks changed)\n", cfg.Work, cfg.ImageSize, cfg.Changed*100)
@@ -181,9 +181,14 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Result, error) {
 	return res, nil
 }
 
+// MaxDevices bounds -devices.
+const MaxDevices = 10000
+
 // raiseNoFile lifts the soft limit on open files to the hard one: every
-// device holds a connection, and the server (a child) inherits it.
-func raiseNoFile() error {
+// device holds a connection (two around its cut), and the server (a
+// child) inherits the limit for its side of them. It fails when even the
+// hard limit is too low for devices.
+func raiseNoFile(devices int) error {
 	var l syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
 		return fmt.Errorf("fleet: getrlimit: %w", err)
@@ -193,6 +198,9 @@ func raiseNoFile() error {
 		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
 			return fmt.Errorf("fleet: raising the open-file limit to %d: %w", l.Max, err)
 		}
+	}
+	if need := uint64(3*devices + 64); l.Cur < need {
+		return fmt.Errorf("fleet: %d devices need about %d open files, the limit is %d: raise it (ulimit -Hn, as root) or run fewer", devices, need, l.Cur)
 	}
 	return nil
 }
