@@ -212,5 +212,15 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// ReadFrom keeps the ResponseWriter's own ReadFrom in reach, which
+// http.ServeContent's copy uses: from a file to a TCP connection that is
+// sendfile(2) instead of a copy through a 32 KiB buffer (at 1,000
+// devices at once it halves serve's CPU time; docs/serving.md).
+func (w *statusWriter) ReadFrom(r io.Reader) (int64, error) {
+	n, err := io.Copy(w.ResponseWriter, r)
+	w.n += n
+	return n, err
+}
+
 // Unwrap lets http.ResponseController reach Flush and deadlines.
 func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
