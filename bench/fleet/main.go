@@ -127,10 +127,12 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	// A server still running here is stopped at once; after a complete
+	// run it gets a grace period to finish writing its log.
 	stopped := false
 	defer func() {
 		if !stopped {
-			srv.Stop()
+			srv.Stop(0)
 		}
 	}()
 	fmt.Fprintf(logw, "fleet: %s at %s; %d devices, delta %d bytes, image %d bytes\n", srv.Name, srv.URL, cfg.Devices, repo.DeltaSize, repo.ImageSize)
@@ -155,7 +157,11 @@ func Run(ctx context.Context, cfg Config, logw io.Writer) (*Result, error) {
 	res.Wall = time.Since(t0)
 	// Peak RSS while the server still runs, then its complete log.
 	rss, procs, cpu, rssErr := srv.Usage()
-	srv.Stop()
+	grace := 5 * time.Second
+	if ctx.Err() != nil {
+		grace = 200 * time.Millisecond // interrupted: stop within a second
+	}
+	srv.Stop(grace)
 	stopped = true
 	st, err := srv.Stats()
 	if err != nil {

@@ -90,12 +90,12 @@ func startServe(publisher, dir, work string) (*Server, error) {
 	case l, ok := <-line:
 		m := regexp.MustCompile(`at (http://127\.0\.0\.1:[0-9]+/)$`).FindStringSubmatch(l)
 		if !ok || m == nil {
-			s.Stop()
+			s.Stop(0)
 			return nil, fmt.Errorf("fleet: serve printed %q, not its URL; log %s", l, log)
 		}
 		s.URL = m[1]
 	case <-time.After(10 * time.Second):
-		s.Stop()
+		s.Stop(0)
 		return nil, fmt.Errorf("fleet: serve did not print its URL within 10 s; log %s", log)
 	}
 	return s, nil
@@ -203,7 +203,7 @@ func startNginx(bin, docsPath, dir, work string, tls bool) (*Server, error) {
 		case <-time.After(50 * time.Millisecond):
 		}
 		if time.Now().After(deadline) {
-			s.Stop()
+			s.Stop(0)
 			el, _ := os.ReadFile(errLog)
 			return nil, fmt.Errorf("fleet: nginx does not listen on port %d after 10 s\n%s", port, el)
 		}
@@ -309,11 +309,11 @@ func (s *Server) Usage() (rss int64, procs int, cpu time.Duration, err error) {
 }
 
 // Stop ends the server (SIGTERM, SIGKILL after grace) and waits for it.
-func (s *Server) Stop() {
+func (s *Server) Stop(grace time.Duration) {
 	s.cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case <-s.done:
-	case <-time.After(time.Second):
+	case <-time.After(grace):
 		s.cmd.Process.Kill()
 		<-s.done
 	}
