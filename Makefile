@@ -8,7 +8,7 @@ GOFLAGS_BUILD := -trimpath -ldflags "-s -w -X main.version=$(VERSION)"
 # size test in cmd/sysupdate/deps_test.go.
 FUZZTIME ?= 5s
 
-.PHONY: all build deps test test-go test-qemu fuzz fuzz-short bench bench-peers lint demo deb deb-check clean initramfs
+.PHONY: all build deps test test-go test-qemu fuzz fuzz-short bench bench-peers bench-fleet lint demo deb deb-check clean initramfs
 
 all: build
 
@@ -51,6 +51,15 @@ bench: deps build
 ## installing the public pair's image into a loop-device slot.
 bench-peers: deps build
 	bench/peers.sh
+
+## bench-fleet: FLEET_DEVICES (1,000) devices at once against sysupdate-publish serve,
+## then against nginx with docs/serving.md's config over https (as documented) and
+## over plain http (like serve) (bench/fleet; the table in docs/serving.md).
+FLEET_DEVICES ?= 1000
+bench-fleet: deps build
+	$(GO) run ./bench/fleet -server serve -devices $(FLEET_DEVICES)
+	$(GO) run ./bench/fleet -server nginx -devices $(FLEET_DEVICES) -header=false
+	$(GO) run ./bench/fleet -server nginx -tls=false -devices $(FLEET_DEVICES) -header=false
 
 ## lint: formatting, vet, staticcheck.
 lint:

@@ -126,6 +126,10 @@ type Options struct {
 	Timeout time.Duration
 	// Logf receives one line per retry or resume; nil discards.
 	Logf func(string, ...any)
+	// DialContext, when non-nil, makes the TCP connections instead of a
+	// net.Dialer with Timeout: tests and the fleet load generator
+	// (bench/fleet) wrap connections with it to cut them mid-transfer.
+	DialContext func(ctx context.Context, network, addr string) (net.Conn, error)
 
 	// OnlyCABundle makes CABundle replace the system roots instead of
 	// adding to them: pin a private repository's CA.
@@ -233,9 +237,13 @@ func New(opts Options) (*Client, error) {
 		tlsConf.RootCAs = pool
 	}
 	dialer := &net.Dialer{Timeout: opts.Timeout, KeepAlive: 30 * time.Second}
+	dial := dialer.DialContext
+	if opts.DialContext != nil {
+		dial = opts.DialContext
+	}
 	tr := &http.Transport{
 		Proxy:                 http.ProxyFromEnvironment,
-		DialContext:           dialer.DialContext,
+		DialContext:           dial,
 		TLSClientConfig:       tlsConf,
 		TLSHandshakeTimeout:   opts.Timeout,
 		ResponseHeaderTimeout: opts.Timeout,

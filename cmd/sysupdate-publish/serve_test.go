@@ -241,3 +241,44 @@ func TestServeCurl(t *testing.T) {
 		})
 	}
 }
+
+// serve sends the cache headers docs/serving.md asks of every server:
+// streams immutable for a year, keyrings and channel indexes (and their
+// signatures) revalidated every time.
+func TestServeCacheControl(t *testing.T) {
+	dir := t.TempDir()
+	files := map[string]string{
+		"streams/m/rootfs/2-from-1.sus":  "public, max-age=31536000, immutable",
+		"streams/m/rootfs/2.sus":         "public, max-age=31536000, immutable",
+		"channels/stable/index.json":     "no-cache",
+		"channels/stable/index.json.asc": "no-cache",
+		"keyrings/signing.json":          "no-cache",
+		"keyrings/signing.json.asc":      "no-cache",
+		"keyrings/revoked.json":          "no-cache",
+		"keyrings/revoked.json.asc":      "no-cache",
+		"channels/streams/index.json":    "no-cache", // a channel named "streams" is still an index
+	}
+	for p := range files {
+		full := filepath.Join(dir, p)
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(full, []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h := serveHandler(dir)
+	for p, want := range files {
+		for _, hdr := range []map[string]string{nil, {"Range": "bytes=0-"}} {
+			req := httptest.NewRequest("GET", "/"+p, nil)
+			for k, v := range hdr {
+				req.Header.Set(k, v)
+			}
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if got := rec.Result().Header.Get("Cache-Control"); rec.Code/100 != 2 || got != want {
+				t.Errorf("GET %s %v: %d, Cache-Control %q; want 2xx and %q", p, hdr, rec.Code, got, want)
+			}
+		}
+	}
+}
