@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -162,7 +163,16 @@ func newBigDevice(t *testing.T, size int64) *bigDevice {
 	rp := httputil.NewSingleHostReverseProxy(target)
 	rp.FlushInterval = -1
 	p := &meteredProxy{h: rp, rate: 4 << 20}
-	srv := httptest.NewServer(p)
+	// A small send buffer keeps what the kernel holds in flight, which a
+	// kill throws away, near one metered chunk however far a loaded
+	// machine lets the device fall behind the link.
+	srv := httptest.NewUnstartedServer(p)
+	srv.Config.ConnState = func(c net.Conn, s http.ConnState) {
+		if tc, ok := c.(*net.TCPConn); ok && s == http.StateNew {
+			tc.SetWriteBuffer(64 << 10)
+		}
+	}
+	srv.Start()
 	t.Cleanup(srv.Close)
 	conf, _ := os.ReadFile(d.conf)
 	lines := strings.Split(string(conf), "\n")
@@ -257,6 +267,10 @@ func (d *bigDevice) killedLocal(point int64) (killed bool, stderr string) {
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()
 	cpPath := filepath.Join(d.dir, "checkpoint.json")
+	// Only a checkpoint this run wrote counts: an earlier run's may
+	// already be past point (its kill landed late on a loaded machine),
+	// and killing this run on it would cut it before it resumed.
+	stale, _ := os.ReadFile(cpPath)
 	for {
 		select {
 		case err := <-done:
@@ -274,7 +288,7 @@ func (d *bigDevice) killedLocal(point int64) (killed bool, stderr string) {
 				StreamOff int64 `json:"stream_off"`
 			} `json:"at"`
 		}
-		if b, err := os.ReadFile(cpPath); err == nil && json.Unmarshal(b, &cp) == nil && cp.At.StreamOff >= point {
+		if b, err := os.ReadFile(cpPath); err == nil && !bytes.Equal(b, stale) && json.Unmarshal(b, &cp) == nil && cp.At.StreamOff >= point {
 			killed = true
 			cmd.Process.Kill()
 		}
