@@ -114,12 +114,20 @@ type Config struct {
 	Version uint64
 	// Now returns the current time; nil means time.Now.
 	Now func() time.Time
+	// Mirrors are roots of copies of the repository (the same layout:
+	// URLs or directories) that Download takes streams from, in order,
+	// before RepoURL. Check reads the signed metadata from RepoURL only.
+	Mirrors []string
+	// MirrorOpener fetches from the mirrors; nil means the Opener New
+	// was given.
+	MirrorOpener Opener
 }
 
 // Client checks a repository for one device.
 type Client struct {
 	cfg     Config
 	op      Opener
+	mop     Opener // for the mirrors
 	masters []*trust.Key
 }
 
@@ -146,7 +154,11 @@ func New(cfg Config, op Opener) (*Client, error) {
 			return nil, fmt.Errorf("client: %s holds the private master key %s; a device must carry only the public half", cfg.MasterKeys, m.Fingerprint())
 		}
 	}
-	return &Client{cfg: cfg, op: op, masters: masters}, nil
+	mop := cfg.MirrorOpener
+	if mop == nil {
+		mop = op
+	}
+	return &Client{cfg: cfg, op: op, mop: mop, masters: masters}, nil
 }
 
 // Plan is the outcome of Check: the verified index, the release chosen
@@ -462,8 +474,10 @@ func PhaseBucket(machineID string, version uint64) int {
 // root returns the repository root as a URL ending in "/": a plain
 // directory becomes a file:// URL, so every path resolves the same way
 // whatever the medium.
-func (c *Client) root() string {
-	base := c.cfg.RepoURL
+func (c *Client) root() string { return rootURL(c.cfg.RepoURL) }
+
+// rootURL is root for any repository root (the origin or a mirror).
+func rootURL(base string) string {
 	if !strings.Contains(base, "://") {
 		abs, err := filepath.Abs(base)
 		if err == nil {
@@ -559,8 +573,30 @@ type DownloadOptions struct {
 	OnCheckpoint func(stream.Checkpoint) error
 	// SkipUnchanged skips writes of bytes the target already holds.
 	SkipUnchanged bool
-	// Stats is filled in when non-nil.
+	// Stats is filled in when non-nil, summed over every source read.
 	Stats *stream.ApplyStats
+	// OnSource, when non-nil and mirrors are configured, is called when
+	// Download starts reading from a source and when it abandons one
+	// (SourceEvent.Err says why).
+	OnSource func(SourceEvent)
+}
+
+// SourceEvent reports the source Download reads a stream from.
+type SourceEvent struct {
+	// Source is the root of the mirror or of the repository, without
+	// userinfo; Mirror is false for the repository itself.
+	Source string
+	Mirror bool
+	// URL is the stream's URL at Source, without userinfo.
+	URL string
+	// At is the target offset Download continues from at Source: 0, or
+	// the last checkpoint verified and synced before the switch.
+	At int64
+	// Err is nil when Download starts reading from Source; otherwise it
+	// is why Download abandoned Source for the next one (a missing file,
+	// an outage or timeout, another size, bytes that fail verification),
+	// wrapping the same sentinels as Download's errors.
+	Err error
 }
 
 // Target is an inactive slot: written, and read back for resumes and
@@ -568,6 +604,28 @@ type DownloadOptions struct {
 type Target interface {
 	io.ReaderAt
 	io.WriterAt
+}
+
+// streamSource is one place a stream can be read from.
+type streamSource struct {
+	root   string // redacted root, for messages
+	raw    string // the stream's URL there, for requests
+	op     Opener
+	mirror bool
+}
+
+// sources lists where the stream at raw (a URL under the repository root)
+// can be read from: every mirror in order, then the repository.
+func (c *Client) sources(raw string) []streamSource {
+	var srcs []streamSource
+	if root := c.root(); strings.HasPrefix(raw, root) {
+		rel := strings.TrimPrefix(raw, root)
+		for _, m := range c.cfg.Mirrors {
+			mr := rootURL(m)
+			srcs = append(srcs, streamSource{root: fetch.Redact(mr), raw: mr + rel, op: c.mop, mirror: true})
+		}
+	}
+	return append(srcs, streamSource{root: fetch.Redact(c.root()), raw: raw, op: c.op})
 }
 
 // Download streams one image of a plan into target (the inactive slot),
@@ -579,15 +637,82 @@ type Target interface {
 // it returns nil, target holds the image with img.TargetSHA256 and has
 // been synced if it is a file. On other errors target holds a partial
 // image that must not be booted.
+//
+// With mirrors configured (Config.Mirrors), the stream is read from each
+// mirror in order, then from the repository: a source that fails (a
+// missing file, an outage, a timeout or a transfer slower than the
+// fetcher's minimum rate, another size, another header, or bytes that
+// fail verification) is abandoned for the next, which continues from the
+// last checkpoint taken (the target must then be a stream.Syncer; else
+// the next source starts over). Since stream.Apply checks every op's
+// bytes against the signed header before it decodes or writes them, no
+// byte a mirror altered reaches the target. The error of the last source
+// is returned, naming every mirror abandoned before it and why.
 func (c *Client) Download(ctx context.Context, img ImagePlan, target Target, source io.ReaderAt, o DownloadOptions) (*stream.Header, error) {
-	name := img.URL
 	raw := img.rawURL
 	if raw == "" {
 		raw = img.URL
 	}
+	srcs := c.sources(raw)
+	resume := o.Resume
+	var abandoned []string
+	for i, s := range srcs {
+		multi := len(srcs) > 1
+		var st stream.ApplyStats
+		onCheckpoint := o.OnCheckpoint
+		if multi {
+			// Remember the last durable point, so the next source
+			// continues from there.
+			onCheckpoint = func(cp stream.Checkpoint) error {
+				if o.OnCheckpoint != nil {
+					if err := o.OnCheckpoint(cp); err != nil {
+						return err
+					}
+				}
+				resume = &cp
+				return nil
+			}
+			if o.OnSource != nil {
+				o.OnSource(SourceEvent{Source: s.root, Mirror: s.mirror, URL: fetch.Redact(s.raw), At: atOf(resume)})
+			}
+		}
+		h, fault, err := c.downloadFrom(ctx, s, img, target, source, o, resume, onCheckpoint, &st)
+		if o.Stats != nil {
+			o.Stats.Written += st.Written
+			o.Stats.Skipped += st.Skipped
+			o.Stats.Zeroed += st.Zeroed
+			o.Stats.Checkpoints += st.Checkpoints
+			o.Stats.StreamRead += st.StreamRead
+		}
+		if err == nil || i == len(srcs)-1 || !fault || ctx.Err() != nil {
+			if err != nil && len(abandoned) > 0 {
+				err = fmt.Errorf("%w (abandoned before it: %s)", err, strings.Join(abandoned, "; "))
+			}
+			return h, err
+		}
+		abandoned = append(abandoned, fmt.Sprintf("mirror %s: %v", s.root, err))
+		if o.OnSource != nil {
+			o.OnSource(SourceEvent{Source: s.root, Mirror: s.mirror, URL: fetch.Redact(s.raw), At: atOf(resume), Err: err})
+		}
+	}
+	return nil, fmt.Errorf("client: %s: no source", img.URL) // not reached: srcs holds the repository
+}
+
+func atOf(cp *stream.Checkpoint) int64 {
+	if cp == nil {
+		return 0
+	}
+	return cp.TargetOff
+}
+
+// downloadFrom is Download from one source. fault reports whether the
+// error is the source's (what it served), so another source may succeed.
+func (c *Client) downloadFrom(ctx context.Context, s streamSource, img ImagePlan, target Target, source io.ReaderAt, o DownloadOptions,
+	resume *stream.Checkpoint, onCheckpoint func(stream.Checkpoint) error, st *stream.ApplyStats) (h *stream.Header, fault bool, err error) {
+	name := fetch.Redact(s.raw)
 	want := stream.Hash(img.Header)
 	opts := stream.ApplyOptions{ExpectHeader: &want, MaxStreamSize: img.Size, Progress: o.Progress,
-		SkipUnchanged: o.SkipUnchanged, OnCheckpoint: o.OnCheckpoint, Stats: o.Stats}
+		SkipUnchanged: o.SkipUnchanged, OnCheckpoint: onCheckpoint, Stats: st}
 	if img.Delta {
 		opts.Source = source
 	}
@@ -598,7 +723,7 @@ func (c *Client) Download(ctx context.Context, img ImagePlan, target Target, sou
 		if off > end {
 			return nil, fmt.Errorf("client: %s: stream bytes %d-%d are past its %d bytes: %w", name, off, end, img.Size, ErrStreamSize)
 		}
-		rc, err := c.op.OpenRange(ctx, raw, img.Size, off, end)
+		rc, err := s.op.OpenRange(ctx, s.raw, img.Size, off, end)
 		if err != nil {
 			return nil, &fetchErr{err}
 		}
@@ -607,10 +732,8 @@ func (c *Client) Download(ctx context.Context, img ImagePlan, target Target, sou
 			io.Closer
 		}{taggedReader{io.LimitReader(rc, end-off)}, rc}, nil
 	}
-	var h *stream.Header
-	var err error
-	if o.Resume != nil {
-		h, err = stream.Resume(ctx, open, target, *o.Resume, opts)
+	if resume != nil {
+		h, err = stream.Resume(ctx, open, target, *resume, opts)
 	} else {
 		var rc io.ReadCloser
 		if rc, err = open(ctx, 0, -1); err == nil {
@@ -618,26 +741,49 @@ func (c *Client) Download(ctx context.Context, img ImagePlan, target Target, sou
 			rc.Close()
 		}
 	}
+	if err != nil {
+		fault = ctx.Err() == nil && sourceFault(err)
+	}
 	var fe *fetchErr
 	switch {
 	case err == nil:
 	case errors.Is(err, stream.ErrCheckpoint):
-		return h, err
+		return h, false, err
 	case errors.Is(err, stream.ErrHeaderMismatch):
-		return nil, fmt.Errorf("client: %s: %w: %w", name, ErrStreamMismatch, err)
+		return nil, fault, fmt.Errorf("client: %s: %w: %w", name, ErrStreamMismatch, err)
 	case errors.Is(err, fetch.ErrSize), errors.Is(err, stream.ErrTooLong):
-		return nil, fmt.Errorf("client: %s: %w: %w", name, ErrStreamSize, err)
+		return nil, fault, fmt.Errorf("client: %s: %w: %w", name, ErrStreamSize, err)
 	case ctx.Err() != nil:
-		return nil, fmt.Errorf("client: %s: %w", name, err)
+		return nil, false, fmt.Errorf("client: %s: %w", name, err)
 	case errors.As(err, &fe):
-		return nil, fmt.Errorf("client: %s: %w: %w", name, ErrUnavailable, err)
+		return nil, fault, fmt.Errorf("client: %s: %w: %w", name, ErrUnavailable, err)
 	case errors.Is(err, stream.ErrTruncated):
-		return nil, fmt.Errorf("client: %s: %w: %w", name, ErrStreamSize, err)
+		return nil, fault, fmt.Errorf("client: %s: %w: %w", name, ErrStreamSize, err)
 	default:
-		return nil, fmt.Errorf("client: %s: %w", name, err)
+		return nil, fault, fmt.Errorf("client: %s: %w", name, err)
 	}
 	if h.TargetSize != img.TargetSize || manifest.Hash(h.TargetHash) != img.TargetSHA256 {
-		return nil, fmt.Errorf("client: %s produced %d bytes %s, the index says %d bytes %s: %w", name, h.TargetSize, h.TargetHash, img.TargetSize, img.TargetSHA256, ErrStreamMismatch)
+		return nil, false, fmt.Errorf("client: %s produced %d bytes %s, the index says %d bytes %s: %w", name, h.TargetSize, h.TargetHash, img.TargetSize, img.TargetSHA256, ErrStreamMismatch)
 	}
-	return h, nil
+	return h, false, nil
+}
+
+// sourceFault reports whether err comes from what the source served (it
+// could not be fetched, or its bytes are not the signed stream's), as
+// opposed to the device (the target, the delta's source slot) or the
+// signed stream itself, which another source cannot fix.
+func sourceFault(err error) bool {
+	var fe *fetchErr
+	if errors.As(err, &fe) {
+		return true
+	}
+	var oe *stream.OpError
+	if errors.As(err, &oe) {
+		return oe.Fault == stream.FaultStream
+	}
+	var fmtErr *stream.FormatError
+	if errors.As(err, &fmtErr) {
+		return true
+	}
+	return errors.Is(err, stream.ErrHeaderMismatch) || errors.Is(err, stream.ErrTooLong) || errors.Is(err, stream.ErrTruncated)
 }

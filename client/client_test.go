@@ -142,6 +142,9 @@ func TestMain(m *testing.M) {
 	if fix.dir != "" {
 		os.RemoveAll(filepath.Dir(fix.dir))
 	}
+	if mfix.tmp != "" {
+		os.RemoveAll(mfix.tmp)
+	}
 	os.Exit(code)
 }
 

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"slices"
 	"sort"
@@ -62,6 +63,7 @@ var Keys = []Key{
 	{"health_failure", "what a failed health check does: stay (unconfirmed; the bootloader falls back once the tries run out), mark-bad (the other slot boots next time), reboot (mark-bad, then reboot now); default stay"},
 	{"on_trial", "update while the running slot is still on trial: refuse (default) or confirm (mark it good first, health checks included)"},
 	{"min_rate", "slowest acceptable download, bytes per second (default 4096): a file must arrive within 2 minutes plus its size at this rate"},
+	{"mirrors", "copies of the repository to take streams from, tried in order before the repository itself: URLs (https://, http://, file://) or absolute directories, separated by spaces"},
 }
 
 // Defaults of the typed fields, in one place.
@@ -132,6 +134,11 @@ type Config struct {
 	OnTrial string
 	// MinRate is the slowest acceptable download in bytes per second.
 	MinRate int64
+	// Mirrors are roots of copies of the repository (same layout) that
+	// update streams are fetched from, in order, before Repository. The
+	// signed metadata still comes from Repository, and every stream byte
+	// is checked against it, so a mirror needs no trust.
+	Mirrors []string
 
 	values map[string]entry
 }
@@ -210,6 +217,8 @@ func (c *Config) set(k, v string) {
 		c.OnTrial = v
 	case "min_rate":
 		c.MinRate, _ = strconv.ParseInt(v, 10, 64)
+	case "mirrors":
+		c.Mirrors = strings.Fields(v)
 	}
 }
 
@@ -365,6 +374,8 @@ func checkValue(k, v string) error {
 		if n, err := strconv.ParseInt(v, 10, 64); err != nil || n < 1 {
 			return fmt.Errorf("min_rate %q: give bytes per second, at least 1", v)
 		}
+	case "mirrors":
+		return checkMirrors(v)
 	case "grub_scheme":
 		if v != "sysupdate" && v != "rauc" {
 			return fmt.Errorf("grub_scheme %q: use sysupdate or rauc", v)
@@ -372,6 +383,41 @@ func checkValue(k, v string) error {
 	case "uboot_scheme":
 		if v != "rauc" && v != "mender" {
 			return fmt.Errorf("uboot_scheme %q: use rauc or mender", v)
+		}
+	}
+	return nil
+}
+
+// maxMirrors bounds the mirrors key: each one a device tries costs a
+// request per stream.
+const maxMirrors = 16
+
+// checkMirrors checks a mirrors value: blank-separated https://, http://
+// or file:// URLs, or absolute directories.
+func checkMirrors(v string) error {
+	ms := strings.Fields(v)
+	if len(ms) > maxMirrors {
+		return fmt.Errorf("mirrors: %d given, at most %d", len(ms), maxMirrors)
+	}
+	for _, m := range ms {
+		if !strings.Contains(m, "://") {
+			if !strings.HasPrefix(m, "/") {
+				return fmt.Errorf("mirror %q: give an https://, http:// or file:// URL or an absolute directory", m)
+			}
+			continue
+		}
+		u, err := url.Parse(m)
+		if err != nil {
+			return fmt.Errorf("mirror %q: %v", m, err)
+		}
+		switch {
+		case u.Scheme == "file" && (u.Host == "" || u.Host == "localhost") && u.Path != "":
+		case (u.Scheme == "http" || u.Scheme == "https") && u.Host != "":
+		default:
+			return fmt.Errorf("mirror %s: give an https://, http:// or file:// URL (with a host for http, a path for file) or an absolute directory", u.Redacted())
+		}
+		if u.RawQuery != "" || u.Fragment != "" {
+			return fmt.Errorf("mirror %s: a mirror is the root of a copy of the repository; drop the query or fragment", u.Redacted())
 		}
 	}
 	return nil

@@ -158,3 +158,42 @@ func TestSetChecksLikeTheFile(t *testing.T) {
 		t.Fatalf("Set did not store the typed values: %+v", c)
 	}
 }
+
+// TestMirrors: the mirrors key holds blank-separated roots, in order;
+// anything that is not a URL a device can fetch from, or an absolute
+// directory, is refused naming the mirror.
+func TestMirrors(t *testing.T) {
+	c, err := Parse("m.conf", strings.NewReader("mirrors = http://school.lan:8080/repo   file:///media/cache/repo /srv/repo-copy\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"http://school.lan:8080/repo", "file:///media/cache/repo", "/srv/repo-copy"}
+	if !slices.Equal(c.Mirrors, want) {
+		t.Fatalf("Mirrors = %q, want %q", c.Mirrors, want)
+	}
+	if d := Default(); d.Mirrors != nil {
+		t.Fatalf("default mirrors %q, want none", d.Mirrors)
+	}
+	for _, tc := range []struct{ in, msg string }{
+		{"relative/dir", "absolute directory"},
+		{"ftp://host/repo", "ftp://host/repo: give an https://"},
+		{"http:///nohost", "with a host"},
+		{"file://elsewhere/repo", "file://elsewhere/repo"},
+		{"https://user:secret@host/repo?x=1", "drop the query"},
+		{strings.Repeat("/m ", maxMirrors+1), "at most 16"},
+	} {
+		_, err := Parse("m.conf", strings.NewReader("mirrors = "+tc.in+"\n"))
+		if err == nil || !strings.Contains(err.Error(), tc.msg) || !strings.HasPrefix(err.Error(), "m.conf:1:") {
+			t.Errorf("mirrors = %s: %v; want m.conf:1: ... %q", tc.in, err, tc.msg)
+		}
+		if err != nil && strings.Contains(err.Error(), "secret") {
+			t.Errorf("mirrors = %s: the error shows the password: %v", tc.in, err)
+		}
+		if err := Default().Set("mirrors", tc.in); err == nil {
+			t.Errorf("Set(mirrors, %s) accepted", tc.in)
+		}
+	}
+	if err := c.Set("mirrors", "https://cdn.example.com/r"); err != nil || !slices.Equal(c.Mirrors, []string{"https://cdn.example.com/r"}) {
+		t.Fatalf("Set(mirrors): %v, %q", err, c.Mirrors)
+	}
+}
