@@ -3,6 +3,8 @@ package updater
 import (
 	"fmt"
 	"time"
+
+	"github.com/sysupdate/sysupdate/client"
 )
 
 // Event types.
@@ -11,6 +13,7 @@ const (
 	EventProgress = "progress" // bytes of the current image written
 	EventRetry    = "retry"    // a fetch failed and is retried or resumed
 	EventResume   = "resume"   // an install continues from a checkpoint
+	EventSource   = "source"   // a stream source (mirror or repository) is used, or abandoned (Err says why)
 	EventMessage  = "message"  // something worth telling the user
 	EventDone     = "done"     // the operation finished
 	EventError    = "error"    // the operation failed (Err says why)
@@ -45,6 +48,12 @@ type Event struct {
 	// at that rate (progress events, once known).
 	Rate float64       `json:"rate,omitempty"`
 	ETA  time.Duration `json:"eta_ns,omitempty"`
+	// Source is where the image's stream is read from (source and
+	// progress events), when mirrors are configured: the mirror's or the
+	// repository's root, without userinfo; Mirror is false for the
+	// repository.
+	Source string `json:"source,omitempty"`
+	Mirror bool   `json:"mirror,omitempty"`
 	// Percent is the whole operation's progress, 0..100.
 	Percent int    `json:"percent"`
 	Message string `json:"message,omitempty"`
@@ -86,12 +95,34 @@ func (m *emitter) message(format string, a ...any) {
 type meter struct {
 	m          *emitter
 	image      string
+	source     string // the stream's source, "" without mirrors
+	mirror     bool
 	base, span int // the image's share of the whole operation, in percent
 	start      time.Time
 	last       time.Time
 	winAt      time.Time
 	winDone    int64
 	rate       float64
+}
+
+// sourceEvent reports a switch of the stream's source and remembers the
+// source for the progress events that follow.
+func (t *meter) sourceEvent(ev client.SourceEvent) {
+	kind := "the repository"
+	if ev.Mirror {
+		kind = "mirror"
+	}
+	if ev.Err != nil {
+		t.m.emit(Event{Type: EventSource, Phase: PhaseDownload, Image: t.image, Source: ev.Source, Mirror: ev.Mirror, Done: ev.At,
+			Message: fmt.Sprintf("%s: %s %s failed, trying the next source: %v", t.image, kind, ev.Source, ev.Err), Err: ev.Err.Error()})
+		return
+	}
+	t.source, t.mirror = ev.Source, ev.Mirror
+	msg := fmt.Sprintf("%s: fetching the stream from %s %s", t.image, kind, ev.Source)
+	if ev.At > 0 {
+		msg += fmt.Sprintf(", continuing at the %d bytes already written and verified", ev.At)
+	}
+	t.m.emit(Event{Type: EventSource, Phase: PhaseDownload, Image: t.image, Source: ev.Source, Mirror: ev.Mirror, Done: ev.At, Message: msg})
 }
 
 func (t *meter) progress(done, total int64) {
@@ -112,7 +143,7 @@ func (t *meter) progress(done, total int64) {
 		return
 	}
 	t.last = now
-	ev := Event{Type: EventProgress, Phase: PhaseDownload, Image: t.image, Done: done, Total: total, Rate: t.rate}
+	ev := Event{Type: EventProgress, Phase: PhaseDownload, Image: t.image, Done: done, Total: total, Rate: t.rate, Source: t.source, Mirror: t.mirror}
 	if t.rate > 0 {
 		ev.ETA = time.Duration(float64(total-done) / t.rate * float64(time.Second))
 	}

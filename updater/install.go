@@ -490,7 +490,7 @@ func (e *Engine) download(ctx context.Context, c *client.Client, img client.Imag
 	}
 	var stats stream.ApplyStats
 	mt := &meter{m: m, image: img.Name, base: base, span: span}
-	o := client.DownloadOptions{Progress: mt.progress, Resume: resume, SkipUnchanged: true, Stats: &stats,
+	o := client.DownloadOptions{Progress: mt.progress, Resume: resume, SkipUnchanged: true, Stats: &stats, OnSource: mt.sourceEvent,
 		OnCheckpoint: func(at stream.Checkpoint) error {
 			return e.saveCheckpoint(&checkpointFile{Version: plan.Release.Version, Image: img.Name, Slot: slot, Device: tgt.d.Name(),
 				Stream: hdr, StreamSize: img.Size, Delta: img.Delta, At: at})

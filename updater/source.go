@@ -17,7 +17,15 @@ type source struct {
 	root  string
 	op    client.Opener
 	close func()
+	// mirrors and mop are the configured mirrors and their fetcher, set
+	// only for the configured repository (they are copies of it).
+	mirrors []string
+	mop     client.Opener
 }
+
+// mirrorRetries bounds a mirror's retries without progress: a LAN cache
+// that is off should cost seconds before the next source, not minutes.
+const mirrorRetries = 2
 
 // openSource opens what Install's Source names: "" (the configured
 // repository), a directory, a file://, http:// or https:// URL, or a
@@ -49,16 +57,28 @@ func openSource(src string, cfg *config.Config, version string, req Request, obs
 		}
 	}
 	m := &emitter{obs: obs, now: nowFunc(nil)}
-	op, err := fetch.New(fetch.Options{CABundle: cfg.CABundle, UserAgent: userAgent(version, cfg), MinRate: cfg.MinRate,
+	fo := fetch.Options{CABundle: cfg.CABundle, UserAgent: userAgent(version, cfg), MinRate: cfg.MinRate,
 		Logf: func(format string, a ...any) {
 			m.emit(Event{Type: EventRetry, Message: fmt.Sprintf(format, a...)})
-		}})
+		}}
+	op, err := fetch.New(fo)
 	if err != nil {
 		return nil, err
 	}
 	// Closing drops the kept-alive connections: a daemon checks for
 	// years, one client per check.
-	return &source{root: src, op: op, close: op.CloseIdleConnections}, nil
+	s := &source{root: src, op: op, close: op.CloseIdleConnections}
+	if src == cfg.Repository && len(cfg.Mirrors) > 0 {
+		fo.Retries = mirrorRetries
+		mop, err := fetch.New(fo)
+		if err != nil {
+			op.CloseIdleConnections()
+			return nil, err
+		}
+		s.mirrors, s.mop = cfg.Mirrors, mop
+		s.close = func() { op.CloseIdleConnections(); mop.CloseIdleConnections() }
+	}
+	return s, nil
 }
 
 // userAgent is what the device tells the server: sysupdate's version, the

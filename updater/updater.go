@@ -238,7 +238,10 @@ func (e *Engine) client(repoURL string, req Request, obs Observer) (*client.Clie
 	}
 	ccfg := client.Config{RepoURL: src.root, Channel: e.cfg.Channel, Model: e.cfg.Model, MasterKeys: e.cfg.MasterKeys,
 		StatePath: e.cfg.State, MachineIDPath: e.cfg.MachineID, Floor: e.cfg.Floor, AllowDowngrade: req.AllowDowngrade,
-		Version: req.Version, Installed: req.Installed, Now: e.opts.Now}
+		Version: req.Version, Installed: req.Installed, Now: e.opts.Now, Mirrors: src.mirrors}
+	if src.mop != nil {
+		ccfg.MirrorOpener = src.mop
+	}
 	c, err := client.New(ccfg, src.op)
 	if err != nil {
 		src.close()

@@ -52,7 +52,7 @@ func (r *renderer) event(ev updater.Event) {
 		}
 	case updater.EventRetry:
 		r.line(r.progress, "network: "+ev.Message)
-	case updater.EventResume, updater.EventMessage, updater.EventDone:
+	case updater.EventResume, updater.EventMessage, updater.EventDone, updater.EventSource:
 		if ev.Message != "" {
 			r.line(r.log, ev.Message)
 		}
@@ -83,6 +83,9 @@ func (r *renderer) showProgress(ev updater.Event) {
 	if ev.Rate > 0 {
 		rate = ", " + human(int64(ev.Rate)) + "/s"
 		eta = ", ETA " + ev.ETA.Round(time.Second).String()
+	}
+	if ev.Source != "" { // mirrors configured: say which source is in use
+		eta += ", from " + ev.Source
 	}
 	if r.tty {
 		const width = 30
