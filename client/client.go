@@ -23,6 +23,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -164,9 +165,12 @@ func New(cfg Config, op Opener) (*Client, error) {
 // Plan is the outcome of Check: the verified index, the release chosen
 // (nil when there is nothing to do) and why.
 type Plan struct {
-	Channel   string    `json:"channel"`
-	Model     string    `json:"model"`
-	IndexURL  string    `json:"index_url"`
+	Channel  string `json:"channel"`
+	Model    string `json:"model"`
+	IndexURL string `json:"index_url"`
+	// IndexFrom is the mirror the index was read from because the
+	// repository was unavailable ("" when it came from the repository).
+	IndexFrom string    `json:"index_from,omitempty"`
 	Generated time.Time `json:"generated"`
 	Expires   time.Time `json:"expires"`
 	// SignedBy is the fingerprint of the key that signed the index.
@@ -238,26 +242,22 @@ func (c *Client) Check(ctx context.Context) (*Plan, error) {
 		}
 	}
 	var files trust.ChainFiles
-	for _, f := range []struct {
-		rel string
-		dst *[]byte
-	}{
-		{trust.RevocationsPath, &files.Revocations}, {trust.RevocationsPath + trust.SigSuffix, &files.RevocationsSig},
-		{trust.KeyringPath, &files.Keyring}, {trust.KeyringPath + trust.SigSuffix, &files.KeyringSig},
-	} {
-		if *f.dst, err = c.get(ctx, c.resolve(f.rel), 1<<20, strings.HasSuffix(f.rel, trust.SigSuffix)); err != nil {
-			return nil, err
-		}
+	var rvFrom, krFrom string
+	if files.Revocations, files.RevocationsSig, rvFrom, err = c.getSigned(ctx, trust.RevocationsPath, 1<<20, 1<<20); err != nil {
+		return nil, err
+	}
+	if files.Keyring, files.KeyringSig, krFrom, err = c.getSigned(ctx, trust.KeyringPath, 1<<20, 1<<20); err != nil {
+		return nil, err
 	}
 	chain, err := trust.VerifyChain(c.masters, files, now)
 	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
+		return nil, fmt.Errorf("client: %w%s", err, fromMirror(krFrom, rvFrom))
 	}
 	if chain.Keyring.Created.Before(st.Keyring) {
-		return nil, fmt.Errorf("client: %s created %s is older than the keyring accepted before (%s): %w", trust.KeyringPath, chain.Keyring.Created.Format(time.RFC3339), st.Keyring.Format(time.RFC3339), ErrReplayed)
+		return nil, fmt.Errorf("client: %s%s created %s is older than the keyring accepted before (%s): %w", trust.KeyringPath, fromMirror(krFrom), chain.Keyring.Created.Format(time.RFC3339), st.Keyring.Format(time.RFC3339), ErrReplayed)
 	}
 	if chain.Revocations.Created.Before(st.Revocations) {
-		return nil, fmt.Errorf("client: %s created %s is older than the list accepted before (%s): %w", trust.RevocationsPath, chain.Revocations.Created.Format(time.RFC3339), st.Revocations.Format(time.RFC3339), ErrReplayed)
+		return nil, fmt.Errorf("client: %s%s created %s is older than the list accepted before (%s): %w", trust.RevocationsPath, fromMirror(rvFrom), chain.Revocations.Created.Format(time.RFC3339), st.Revocations.Format(time.RFC3339), ErrReplayed)
 	}
 	// The chain is authentic and fresh: remember it (and every revocation)
 	// now, even if the index turns out bad, so an older list cannot be
@@ -279,39 +279,12 @@ func (c *Client) Check(ctx context.Context) (*Plan, error) {
 			return nil, err
 		}
 	}
+	// Stream URLs resolve against the repository's index URL wherever
+	// the index bytes came from: a mirror has the same layout.
 	indexURL := c.resolve(manifest.IndexPath(c.cfg.Channel))
-	ib, err := c.get(ctx, indexURL, manifest.MaxIndexSize, false)
+	idx, signer, idxFrom, err := c.index(ctx, chain, st, now)
 	if err != nil {
 		return nil, err
-	}
-	isig, err := c.get(ctx, indexURL+trust.SigSuffix, 1<<16, true)
-	if err != nil {
-		return nil, err
-	}
-	signer, err := chain.Verify(indexURL, ib, isig, now)
-	if err != nil {
-		return nil, fmt.Errorf("client: %w", err)
-	}
-	for _, fp := range []string{signer.Fingerprint(), chain.KeyringSigner.Fingerprint(), chain.RevocationsSigner.Fingerprint()} {
-		if st.isRevoked(fp) {
-			return nil, fmt.Errorf("client: key %s was revoked by an earlier revocation list this device accepted: %w", fp, trust.ErrRevoked)
-		}
-	}
-	idx, err := manifest.ParseIndex(fetch.Redact(indexURL), ib)
-	if err != nil {
-		if errors.Is(err, manifest.ErrSchema) {
-			return nil, fmt.Errorf("client: %w: %w", ErrIndexSchema, err)
-		}
-		return nil, fmt.Errorf("client: %w (signed, so the publisher is broken: tell them): %w", ErrBadIndex, err)
-	}
-	if idx.Channel != c.cfg.Channel {
-		return nil, fmt.Errorf("client: %s says it is channel %q, this device follows %q: %w", indexURL, idx.Channel, c.cfg.Channel, ErrWrongChannel)
-	}
-	if now.After(idx.Expires) {
-		return nil, fmt.Errorf("client: %s expired at %s (now %s): the mirror may be frozen or the publisher must re-sign: %w", indexURL, idx.Expires.Format(time.RFC3339), now.UTC().Format(time.RFC3339), ErrIndexExpired)
-	}
-	if prev := st.Indexes[c.cfg.Channel]; idx.Generated.Before(prev) {
-		return nil, fmt.Errorf("client: %s generated %s is older than the index accepted before (%s): %w", indexURL, idx.Generated.Format(time.RFC3339), prev.Format(time.RFC3339), ErrReplayed)
 	}
 	// Authentic and fresh: remember it before deciding anything else.
 	if st.Indexes == nil {
@@ -327,7 +300,7 @@ func (c *Client) Check(ctx context.Context) (*Plan, error) {
 	if installed == 0 {
 		installed = st.Installed
 	}
-	plan := &Plan{Channel: idx.Channel, Model: c.cfg.Model, IndexURL: fetch.Redact(indexURL), Generated: idx.Generated, Expires: idx.Expires, SignedBy: signer.Fingerprint(), Installed: installed}
+	plan := &Plan{Channel: idx.Channel, Model: c.cfg.Model, IndexURL: fetch.Redact(indexURL), IndexFrom: idxFrom, Generated: idx.Generated, Expires: idx.Expires, SignedBy: signer.Fingerprint(), Installed: installed}
 	rel, err := c.choose(idx, installed, plan)
 	if err != nil {
 		return plan, err
@@ -523,9 +496,128 @@ func (c *Client) streamURL(indexURL, rel string) (string, error) {
 	return u, nil
 }
 
+// index fetches the channel index and its signature and checks them
+// (signature, signer not revoked, schema, channel, expiry, not older than
+// the index accepted before). It reads the repository; only when the
+// repository is unavailable (ErrUnavailable) does it ask the mirrors, in
+// order, taking the first whose index passes every check: a mirror can
+// at worst be as stale as the index this device accepted last, and never
+// past that index's expiry. from is that mirror's root, "" for the
+// repository. When every mirror fails too, the error is the repository's,
+// naming each mirror and why it was passed over.
+func (c *Client) index(ctx context.Context, chain *trust.Chain, st *State, now time.Time) (idx *manifest.Index, signer *trust.Key, from string, err error) {
+	rel := manifest.IndexPath(c.cfg.Channel)
+	u := c.resolve(rel)
+	idx, signer, err = c.checkIndex(ctx, c.op, u, fetch.Redact(u), chain, st, now)
+	if err == nil || !errors.Is(err, ErrUnavailable) || len(c.cfg.Mirrors) == 0 || ctx.Err() != nil {
+		return idx, signer, "", err
+	}
+	var tried []string
+	for _, m := range c.cfg.Mirrors {
+		root := rootURL(m)
+		midx, msigner, merr := c.checkIndex(ctx, c.mop, root+rel, fetch.Redact(root+rel)+" (from a mirror: the repository is unavailable)", chain, st, now)
+		if merr == nil {
+			return midx, msigner, fetch.Redact(root), nil
+		}
+		if ctx.Err() != nil {
+			return nil, nil, "", merr
+		}
+		tried = append(tried, fmt.Sprintf("mirror %s: %v", fetch.Redact(root), merr))
+	}
+	return nil, nil, "", fmt.Errorf("%w (and from the mirrors: %s)", err, strings.Join(tried, "; "))
+}
+
+// checkIndex fetches the index at u with op and checks it; name is u for
+// messages.
+func (c *Client) checkIndex(ctx context.Context, op Opener, u, name string, chain *trust.Chain, st *State, now time.Time) (*manifest.Index, *trust.Key, error) {
+	ib, err := c.get(ctx, op, u, manifest.MaxIndexSize, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	isig, err := c.get(ctx, op, u+trust.SigSuffix, 1<<16, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	signer, err := chain.Verify(name, ib, isig, now)
+	if err != nil {
+		return nil, nil, fmt.Errorf("client: %w", err)
+	}
+	for _, fp := range []string{signer.Fingerprint(), chain.KeyringSigner.Fingerprint(), chain.RevocationsSigner.Fingerprint()} {
+		if st.isRevoked(fp) {
+			return nil, nil, fmt.Errorf("client: key %s was revoked by an earlier revocation list this device accepted: %w", fp, trust.ErrRevoked)
+		}
+	}
+	idx, err := manifest.ParseIndex(name, ib)
+	if err != nil {
+		if errors.Is(err, manifest.ErrSchema) {
+			return nil, nil, fmt.Errorf("client: %w: %w", ErrIndexSchema, err)
+		}
+		return nil, nil, fmt.Errorf("client: %w (signed, so the publisher is broken: tell them): %w", ErrBadIndex, err)
+	}
+	if idx.Channel != c.cfg.Channel {
+		return nil, nil, fmt.Errorf("client: %s says it is channel %q, this device follows %q: %w", name, idx.Channel, c.cfg.Channel, ErrWrongChannel)
+	}
+	if now.After(idx.Expires) {
+		return nil, nil, fmt.Errorf("client: %s expired at %s (now %s): the mirror may be frozen or the publisher must re-sign: %w", name, idx.Expires.Format(time.RFC3339), now.UTC().Format(time.RFC3339), ErrIndexExpired)
+	}
+	if prev := st.Indexes[c.cfg.Channel]; idx.Generated.Before(prev) {
+		return nil, nil, fmt.Errorf("client: %s generated %s is older than the index accepted before (%s): %w", name, idx.Generated.Format(time.RFC3339), prev.Format(time.RFC3339), ErrReplayed)
+	}
+	return idx, signer, nil
+}
+
+// getSigned fetches the metadata file at the repository-relative path rel
+// and its signature from the repository; only when the repository is
+// unavailable (ErrUnavailable: an outage, a timeout, a missing file) are
+// the mirrors asked, in order, for the pair. from is the mirror's root
+// ("" for the repository). Whatever the source, the caller verifies the
+// signature, the expiry and that the file is not older than what this
+// device accepted before, so a mirror can at worst be as stale as the
+// last metadata the device accepted, and never past the index's expiry.
+func (c *Client) getSigned(ctx context.Context, rel string, max, sigMax int64) (b, sig []byte, from string, err error) {
+	u := c.resolve(rel)
+	if b, err = c.get(ctx, c.op, u, max, false); err == nil {
+		sig, err = c.get(ctx, c.op, u+trust.SigSuffix, sigMax, true)
+	}
+	if err == nil || !errors.Is(err, ErrUnavailable) || len(c.cfg.Mirrors) == 0 || ctx.Err() != nil {
+		return b, sig, "", err
+	}
+	var tried []string
+	for _, m := range c.cfg.Mirrors {
+		root := rootURL(m)
+		mb, merr := c.get(ctx, c.mop, root+rel, max, false)
+		var msig []byte
+		if merr == nil {
+			msig, merr = c.get(ctx, c.mop, root+rel+trust.SigSuffix, sigMax, true)
+		}
+		if merr == nil {
+			return mb, msig, fetch.Redact(root), nil
+		}
+		if ctx.Err() != nil {
+			return nil, nil, "", merr
+		}
+		tried = append(tried, fmt.Sprintf("mirror %s: %v", fetch.Redact(root), merr))
+	}
+	return nil, nil, "", fmt.Errorf("%w (and from the mirrors: %s)", err, strings.Join(tried, "; "))
+}
+
+// fromMirror says, for messages, which mirrors files came from.
+func fromMirror(roots ...string) string {
+	var ms []string
+	for _, r := range roots {
+		if r != "" && !slices.Contains(ms, r) {
+			ms = append(ms, r)
+		}
+	}
+	if len(ms) == 0 {
+		return ""
+	}
+	return " (read from mirror " + strings.Join(ms, " and ") + ": the repository is unavailable)"
+}
+
 // get fetches a metadata file; a missing signature is ErrNoSignature.
-func (c *Client) get(ctx context.Context, u string, max int64, isSig bool) ([]byte, error) {
-	b, err := c.op.Get(ctx, u, max)
+func (c *Client) get(ctx context.Context, op Opener, u string, max int64, isSig bool) ([]byte, error) {
+	b, err := op.Get(ctx, u, max)
 	if err != nil {
 		name := fetch.Redact(u)
 		if errors.Is(err, fetch.ErrTooLarge) {

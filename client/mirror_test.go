@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -115,16 +116,25 @@ func (s *checkedSlot) Sync() error { s.syncs++; return nil }
 
 // rangeLog records the stream requests a server answered.
 type rangeLog struct {
-	mu     sync.Mutex
-	ranges []string // "" for a whole-file GET
+	mu       sync.Mutex
+	ranges   []string // "" for a whole-file GET
+	metadata int      // requests for anything but a stream
 }
 
 func (l *rangeLog) add(r *http.Request) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	if strings.HasSuffix(r.URL.Path, ".sus") {
-		l.mu.Lock()
 		l.ranges = append(l.ranges, r.Header.Get("Range"))
-		l.mu.Unlock()
+	} else {
+		l.metadata++
 	}
+}
+
+func (l *rangeLog) metadataRequests() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.metadata
 }
 
 func (l *rangeLog) get() []string {
@@ -269,8 +279,8 @@ func TestMirrorsStaleAndCorruptFallBackToOrigin(t *testing.T) {
 				t.Fatalf("plan %+v, want the full stream of release 2", plan)
 			}
 			for _, l := range []*rangeLog{&staleLog, &corruptLog} {
-				if r := l.get(); len(r) != 0 {
-					t.Fatalf("check fetched streams from a mirror: %q", r)
+				if r, n := l.get(), l.metadataRequests(); len(r) != 0 || n != 0 {
+					t.Fatalf("check asked a mirror for streams %q and %d metadata files while the repository was up", r, n)
 				}
 			}
 			s := &checkedSlot{t: t, want: mfix.image, b: make([]byte, len(mfix.image))}
@@ -370,5 +380,91 @@ func TestMirrorsAllFailNamesEach(t *testing.T) {
 	}
 	if s.writes != 0 {
 		t.Fatalf("%d writes", s.writes)
+	}
+}
+
+// TestMirrorsMetadataWhenOriginDown: the signed metadata comes from the
+// repository while it is up; when it is down, from the first mirror whose
+// files pass every check the repository's would. A stale mirror's index
+// (older than the one this device accepted) is passed over, and when no
+// mirror has an acceptable one the error is the repository's, naming each
+// mirror and why.
+func TestMirrorsMetadataWhenOriginDown(t *testing.T) {
+	mfixOnce.Do(func() { mfix, mfixErr = buildMirrorFixture() })
+	if mfixErr != nil {
+		t.Fatalf("fixture: %v", mfixErr)
+	}
+	var down atomic.Bool
+	files := http.FileServer(http.Dir(mfix.origin))
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			http.Error(w, "down for maintenance", http.StatusServiceUnavailable)
+			return
+		}
+		files.ServeHTTP(w, r)
+	}))
+	defer origin.Close()
+	var emptyLog, staleLog, goodLog rangeLog
+	empty := serveDir(t, t.TempDir(), -1, &emptyLog)
+	stale := serveDir(t, mfix.stale, -1, &staleLog)
+	good := serveDir(t, mfix.origin, -1, &goodLog)
+
+	tmp := t.TempDir()
+	mk := filepath.Join(tmp, "master.pub")
+	if err := os.WriteFile(mk, mfix.master.PublicBytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	op, err := fetch.New(fetch.Options{Retries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.CloseIdleConnections()
+	cfg := Config{RepoURL: origin.URL, Channel: "stable", Model: "rpi4", MasterKeys: mk, StatePath: filepath.Join(tmp, "state.json"),
+		MachineIDPath: filepath.Join(tmp, "machine-id"), Installed: 1, Mirrors: []string{empty.URL, stale.URL, good.URL}}
+	check := func(cfg Config) (*Client, *Plan, error) {
+		t.Helper()
+		c, err := New(cfg, op)
+		if err != nil {
+			t.Fatal(err)
+		}
+		plan, err := c.Check(context.Background())
+		return c, plan, err
+	}
+
+	// Up: the repository's index; no mirror asked.
+	if _, plan, err := check(cfg); err != nil || plan.Release == nil || plan.Release.Version != 2 || plan.IndexFrom != "" {
+		t.Fatalf("repository up: %+v, %v", plan, err)
+	}
+	for _, l := range []*rangeLog{&emptyLog, &staleLog, &goodLog} {
+		if n := l.metadataRequests(); n != 0 {
+			t.Fatalf("a mirror was asked for %d metadata files while the repository was up", n)
+		}
+	}
+
+	// Down: the empty mirror has nothing, the stale one's index is older
+	// than the one accepted above, the third is current.
+	down.Store(true)
+	c, plan, err := check(cfg)
+	if err != nil || plan.Release == nil || plan.Release.Version != 2 || plan.IndexFrom != good.URL+"/" {
+		t.Fatalf("repository down: %+v, %v; want release 2 from %s", plan, err, good.URL)
+	}
+	if plan.IndexURL != origin.URL+"/channels/stable/index.json" {
+		t.Errorf("IndexURL %s: streams must resolve against the repository's layout", plan.IndexURL)
+	}
+	// Its streams come from the mirrors too (the repository is down).
+	s := &checkedSlot{t: t, want: mfix.image, b: make([]byte, len(mfix.image))}
+	if _, err := c.Download(context.Background(), plan.Images[0], s, nil, DownloadOptions{}); err != nil {
+		t.Fatalf("download with the repository down: %v", err)
+	}
+	if !bytes.Equal(s.b, mfix.image) || s.badWrites != 0 {
+		t.Fatal("the slot does not hold release 2")
+	}
+
+	// Down, and only the stale mirror: refused as unavailable, saying
+	// why the mirror's index was not taken.
+	cfg.Mirrors = []string{stale.URL}
+	if _, _, err := check(cfg); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "mirror "+stale.URL+"/: ") ||
+		!strings.Contains(err.Error(), "older than the index accepted before") || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("only a stale mirror: %v; want the repository's 503 naming the stale mirror's older index", err)
 	}
 }

@@ -228,6 +228,9 @@ func (e *Engine) Install(ctx context.Context, req Request, obs Observer) (*Resul
 	if err != nil {
 		return fail(fmt.Errorf("refusing: %w; %s", err, nothing))
 	}
+	if plan.IndexFrom != "" {
+		m.message("the repository is unavailable: the index was read from mirror %s (signature and freshness checked as the repository's)", plan.IndexFrom)
+	}
 	m.message("running slot %s (%s), installed version %d", active, how, plan.Installed)
 	if plan.Release == nil {
 		res.UpToDate = true
