@@ -23,7 +23,6 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -241,23 +240,9 @@ func (c *Client) Check(ctx context.Context) (*Plan, error) {
 			now = t
 		}
 	}
-	var files trust.ChainFiles
-	var rvFrom, krFrom string
-	if files.Revocations, files.RevocationsSig, rvFrom, err = c.getSigned(ctx, trust.RevocationsPath, 1<<20, 1<<20); err != nil {
-		return nil, err
-	}
-	if files.Keyring, files.KeyringSig, krFrom, err = c.getSigned(ctx, trust.KeyringPath, 1<<20, 1<<20); err != nil {
-		return nil, err
-	}
-	chain, err := trust.VerifyChain(c.masters, files, now)
+	chain, chainFrom, err := c.chain(ctx, st, now)
 	if err != nil {
-		return nil, fmt.Errorf("client: %w%s", err, fromMirror(krFrom, rvFrom))
-	}
-	if chain.Keyring.Created.Before(st.Keyring) {
-		return nil, fmt.Errorf("client: %s%s created %s is older than the keyring accepted before (%s): %w", trust.KeyringPath, fromMirror(krFrom), chain.Keyring.Created.Format(time.RFC3339), st.Keyring.Format(time.RFC3339), ErrReplayed)
-	}
-	if chain.Revocations.Created.Before(st.Revocations) {
-		return nil, fmt.Errorf("client: %s%s created %s is older than the list accepted before (%s): %w", trust.RevocationsPath, fromMirror(rvFrom), chain.Revocations.Created.Format(time.RFC3339), st.Revocations.Format(time.RFC3339), ErrReplayed)
+		return nil, err
 	}
 	// The chain is authentic and fresh: remember it (and every revocation)
 	// now, even if the index turns out bad, so an older list cannot be
@@ -301,6 +286,12 @@ func (c *Client) Check(ctx context.Context) (*Plan, error) {
 		installed = st.Installed
 	}
 	plan := &Plan{Channel: idx.Channel, Model: c.cfg.Model, IndexURL: fetch.Redact(indexURL), IndexFrom: idxFrom, Generated: idx.Generated, Expires: idx.Expires, SignedBy: signer.Fingerprint(), Installed: installed}
+	if chainFrom != "" {
+		plan.Reasons = append(plan.Reasons, fmt.Sprintf("the repository is unavailable: keyring and revocations read from mirror %s", chainFrom))
+	}
+	if idxFrom != "" {
+		plan.Reasons = append(plan.Reasons, fmt.Sprintf("the repository is unavailable: index read from mirror %s", idxFrom))
+	}
 	rel, err := c.choose(idx, installed, plan)
 	if err != nil {
 		return plan, err
@@ -566,53 +557,58 @@ func (c *Client) checkIndex(ctx context.Context, op Opener, u, name string, chai
 	return idx, signer, nil
 }
 
-// getSigned fetches the metadata file at the repository-relative path rel
-// and its signature from the repository; only when the repository is
-// unavailable (ErrUnavailable: an outage, a timeout, a missing file) are
-// the mirrors asked, in order, for the pair. from is the mirror's root
-// ("" for the repository). Whatever the source, the caller verifies the
-// signature, the expiry and that the file is not older than what this
-// device accepted before, so a mirror can at worst be as stale as the
-// last metadata the device accepted, and never past the index's expiry.
-func (c *Client) getSigned(ctx context.Context, rel string, max, sigMax int64) (b, sig []byte, from string, err error) {
-	u := c.resolve(rel)
-	if b, err = c.get(ctx, c.op, u, max, false); err == nil {
-		sig, err = c.get(ctx, c.op, u+trust.SigSuffix, sigMax, true)
-	}
+// chain fetches the revocation list and the signing keyring with their
+// signatures and verifies them against the master keys, refusing either
+// when older than what this device accepted before. Like index, it reads
+// the repository, and the mirrors in order only when the repository is
+// unavailable, taking the first mirror whose files pass every check.
+func (c *Client) chain(ctx context.Context, st *State, now time.Time) (*trust.Chain, string, error) {
+	ch, err := c.checkChain(ctx, c.op, c.root(), "", st, now)
 	if err == nil || !errors.Is(err, ErrUnavailable) || len(c.cfg.Mirrors) == 0 || ctx.Err() != nil {
-		return b, sig, "", err
+		return ch, "", err
 	}
 	var tried []string
 	for _, m := range c.cfg.Mirrors {
 		root := rootURL(m)
-		mb, merr := c.get(ctx, c.mop, root+rel, max, false)
-		var msig []byte
+		mch, merr := c.checkChain(ctx, c.mop, root, " (from mirror "+fetch.Redact(root)+": the repository is unavailable)", st, now)
 		if merr == nil {
-			msig, merr = c.get(ctx, c.mop, root+rel+trust.SigSuffix, sigMax, true)
-		}
-		if merr == nil {
-			return mb, msig, fetch.Redact(root), nil
+			return mch, fetch.Redact(root), nil
 		}
 		if ctx.Err() != nil {
-			return nil, nil, "", merr
+			return nil, "", merr
 		}
 		tried = append(tried, fmt.Sprintf("mirror %s: %v", fetch.Redact(root), merr))
 	}
-	return nil, nil, "", fmt.Errorf("%w (and from the mirrors: %s)", err, strings.Join(tried, "; "))
+	return nil, "", fmt.Errorf("%w (and from the mirrors: %s)", err, strings.Join(tried, "; "))
 }
 
-// fromMirror says, for messages, which mirrors files came from.
-func fromMirror(roots ...string) string {
-	var ms []string
-	for _, r := range roots {
-		if r != "" && !slices.Contains(ms, r) {
-			ms = append(ms, r)
+// checkChain is chain from one source: root is its root URL, from is
+// added to messages.
+func (c *Client) checkChain(ctx context.Context, op Opener, root, from string, st *State, now time.Time) (*trust.Chain, error) {
+	var files trust.ChainFiles
+	for _, f := range []struct {
+		rel string
+		dst *[]byte
+	}{
+		{trust.RevocationsPath, &files.Revocations}, {trust.RevocationsPath + trust.SigSuffix, &files.RevocationsSig},
+		{trust.KeyringPath, &files.Keyring}, {trust.KeyringPath + trust.SigSuffix, &files.KeyringSig},
+	} {
+		var err error
+		if *f.dst, err = c.get(ctx, op, root+f.rel, 1<<20, strings.HasSuffix(f.rel, trust.SigSuffix)); err != nil {
+			return nil, err
 		}
 	}
-	if len(ms) == 0 {
-		return ""
+	chain, err := trust.VerifyChain(c.masters, files, now)
+	if err != nil {
+		return nil, fmt.Errorf("client: %w%s", err, from)
 	}
-	return " (read from mirror " + strings.Join(ms, " and ") + ": the repository is unavailable)"
+	if chain.Keyring.Created.Before(st.Keyring) {
+		return nil, fmt.Errorf("client: %s%s created %s is older than the keyring accepted before (%s): %w", trust.KeyringPath, from, chain.Keyring.Created.Format(time.RFC3339), st.Keyring.Format(time.RFC3339), ErrReplayed)
+	}
+	if chain.Revocations.Created.Before(st.Revocations) {
+		return nil, fmt.Errorf("client: %s%s created %s is older than the list accepted before (%s): %w", trust.RevocationsPath, from, chain.Revocations.Created.Format(time.RFC3339), st.Revocations.Format(time.RFC3339), ErrReplayed)
+	}
+	return chain, nil
 }
 
 // get fetches a metadata file; a missing signature is ErrNoSignature.

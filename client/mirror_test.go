@@ -32,7 +32,8 @@ import (
 type mirrorFixture struct {
 	tmp, origin, stale, other string
 	master                    *trust.Key
-	image                     []byte // release 2, what the slot must end with
+	image                     []byte    // release 2, what the slot must end with
+	start                     time.Time // creation of the keys; the chain is a minute younger
 }
 
 var (
@@ -62,7 +63,8 @@ func buildMirrorFixture() (mirrorFixture, error) {
 	if err != nil {
 		return f, err
 	}
-	if err := writeChain(f.origin, f.master, []*trust.Key{signing}, nil, start, start.Add(365*24*time.Hour)); err != nil {
+	f.start = start
+	if err := writeChain(f.origin, f.master, []*trust.Key{signing}, nil, start.Add(time.Minute), start.Add(365*24*time.Hour)); err != nil {
 		return f, err
 	}
 	publish := func(dir string, v uint64, image []byte, at time.Time) error {
@@ -404,8 +406,23 @@ func TestMirrorsMetadataWhenOriginDown(t *testing.T) {
 		files.ServeHTTP(w, r)
 	}))
 	defer origin.Close()
-	var emptyLog, staleLog, goodLog rangeLog
+	var emptyLog, oldLog, staleLog, goodLog rangeLog
 	empty := serveDir(t, t.TempDir(), -1, &emptyLog)
+	// A copy whose keyring and revocation list are older than the ones
+	// the device will have accepted (validly signed by the master key).
+	oldDir := filepath.Join(t.TempDir(), "old")
+	if out, err := exec.Command("cp", "-a", mfix.stale, oldDir).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	other, err := trust.Generate(trust.GenerateOptions{Name: "old signing", Now: mfix.start})
+	if err != nil {
+		t.Fatal(err)
+	}
+	created := mfix.start.Add(30 * time.Second)
+	if err := writeChain(oldDir, mfix.master, []*trust.Key{other}, nil, created, created.Add(365*24*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	old := serveDir(t, oldDir, -1, &oldLog)
 	stale := serveDir(t, mfix.stale, -1, &staleLog)
 	good := serveDir(t, mfix.origin, -1, &goodLog)
 
@@ -420,7 +437,7 @@ func TestMirrorsMetadataWhenOriginDown(t *testing.T) {
 	}
 	defer op.CloseIdleConnections()
 	cfg := Config{RepoURL: origin.URL, Channel: "stable", Model: "rpi4", MasterKeys: mk, StatePath: filepath.Join(tmp, "state.json"),
-		MachineIDPath: filepath.Join(tmp, "machine-id"), Installed: 1, Mirrors: []string{empty.URL, stale.URL, good.URL}}
+		MachineIDPath: filepath.Join(tmp, "machine-id"), Installed: 1, Mirrors: []string{empty.URL, old.URL, stale.URL, good.URL}}
 	check := func(cfg Config) (*Client, *Plan, error) {
 		t.Helper()
 		c, err := New(cfg, op)
@@ -435,18 +452,23 @@ func TestMirrorsMetadataWhenOriginDown(t *testing.T) {
 	if _, plan, err := check(cfg); err != nil || plan.Release == nil || plan.Release.Version != 2 || plan.IndexFrom != "" {
 		t.Fatalf("repository up: %+v, %v", plan, err)
 	}
-	for _, l := range []*rangeLog{&emptyLog, &staleLog, &goodLog} {
+	for _, l := range []*rangeLog{&emptyLog, &oldLog, &staleLog, &goodLog} {
 		if n := l.metadataRequests(); n != 0 {
 			t.Fatalf("a mirror was asked for %d metadata files while the repository was up", n)
 		}
 	}
 
-	// Down: the empty mirror has nothing, the stale one's index is older
-	// than the one accepted above, the third is current.
+	// Down: the empty mirror has nothing, the old one's keyring and the
+	// stale one's index are older than the ones accepted above, the last
+	// is current.
 	down.Store(true)
 	c, plan, err := check(cfg)
 	if err != nil || plan.Release == nil || plan.Release.Version != 2 || plan.IndexFrom != good.URL+"/" {
 		t.Fatalf("repository down: %+v, %v; want release 2 from %s", plan, err, good.URL)
+	}
+	if r := strings.Join(plan.Reasons, "\n"); !strings.Contains(r, "keyring and revocations read from mirror "+stale.URL+"/") ||
+		!strings.Contains(r, "index read from mirror "+good.URL+"/") {
+		t.Errorf("reasons do not say where the metadata came from:\n%s", r)
 	}
 	if plan.IndexURL != origin.URL+"/channels/stable/index.json" {
 		t.Errorf("IndexURL %s: streams must resolve against the repository's layout", plan.IndexURL)
@@ -466,5 +488,12 @@ func TestMirrorsMetadataWhenOriginDown(t *testing.T) {
 	if _, _, err := check(cfg); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "mirror "+stale.URL+"/: ") ||
 		!strings.Contains(err.Error(), "older than the index accepted before") || !strings.Contains(err.Error(), "503") {
 		t.Fatalf("only a stale mirror: %v; want the repository's 503 naming the stale mirror's older index", err)
+	}
+	cfg.Mirrors = []string{old.URL}
+	if _, _, err := check(cfg); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "mirror "+old.URL+"/: ") ||
+		!strings.Contains(err.Error(), "older than the keyring accepted before") {
+		t.Fatalf("only a mirror with an old keyring: %v; want the repository's error naming the mirror's older keyring", err)
+	} else {
+		t.Logf("refused: %v", err)
 	}
 }
