@@ -151,22 +151,7 @@ func (l *rangeLog) get() []string {
 func serveDir(t *testing.T, dir string, corruptAt int64, log *rangeLog) *httptest.Server {
 	t.Helper()
 	if corruptAt >= 0 {
-		copyDir := filepath.Join(t.TempDir(), "corrupt")
-		if out, err := exec.Command("cp", "-a", dir, copyDir).CombinedOutput(); err != nil {
-			t.Fatalf("cp: %v %s", err, out)
-		}
-		streams, _ := filepath.Glob(filepath.Join(copyDir, "streams", "*", "*", "*.sus"))
-		for _, p := range streams {
-			b, err := os.ReadFile(p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			b[corruptAt] ^= 0x40
-			if err := os.WriteFile(p, b, 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		dir = copyDir
+		dir = rewriteStreams(t, dir, func(b []byte) []byte { b[corruptAt] ^= 0x40; return b })
 	}
 	fs := http.FileServer(http.Dir(dir))
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -175,6 +160,27 @@ func serveDir(t *testing.T, dir string, corruptAt int64, log *rangeLog) *httptes
 	}))
 	t.Cleanup(srv.Close)
 	return srv
+}
+
+// rewriteStreams returns a copy of the repository dir whose streams are
+// replaced by edit(stream).
+func rewriteStreams(t *testing.T, dir string, edit func([]byte) []byte) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "copy")
+	if out, err := exec.Command("cp", "-a", dir, dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	streams, _ := filepath.Glob(filepath.Join(dst, "streams", "*", "*", "*.sus"))
+	for _, p := range streams {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, edit(b), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
 }
 
 // trickle serves dir's streams at a few hundred bytes a second: a mirror
@@ -212,13 +218,14 @@ func trickle(t *testing.T, dir string, log *rangeLog) *httptest.Server {
 }
 
 // TestMirrorsStaleAndCorruptFallBackToOrigin is issue 11's acceptance
-// test for mirrors: two mirrors, the first stale (three kinds: an older
+// test for mirrors: two mirrors, the first stale (four kinds: an older
 // copy without the release, another build under the same name, a server
-// too slow for the minimum rate), the second serving a flipped byte in the
-// middle of the stream; the origin last. The slot must end byte-identical
-// to the origin's image, every abandoned mirror must be named with its
-// reason, the origin must continue from the corrupt mirror's last
-// checkpoint rather than from byte 0, and no write may hold a bad byte.
+// too slow for the minimum rate, a file of another size), the second
+// serving a flipped byte in the middle of the stream; the origin last.
+// The slot must end byte-identical to the origin's image, every abandoned
+// mirror must be named with its reason, the origin must continue from the
+// corrupt mirror's last checkpoint rather than from byte 0, and no write
+// may hold a bad byte.
 func TestMirrorsStaleAndCorruptFallBackToOrigin(t *testing.T) {
 	mfixOnce.Do(func() { mfix, mfixErr = buildMirrorFixture() })
 	if mfixErr != nil {
@@ -233,6 +240,9 @@ func TestMirrorsStaleAndCorruptFallBackToOrigin(t *testing.T) {
 		{"older copy", func(t *testing.T, l *rangeLog) *httptest.Server { return serveDir(t, mfix.stale, -1, l) }, ErrUnavailable, "404 Not Found"},
 		{"other build", func(t *testing.T, l *rangeLog) *httptest.Server { return serveDir(t, mfix.other, -1, l) }, ErrStreamMismatch, "header hash differs"},
 		{"too slow", func(t *testing.T, l *rangeLog) *httptest.Server { return trickle(t, mfix.origin, l) }, fetch.ErrTooSlow, "did not arrive within"},
+		{"another size", func(t *testing.T, l *rangeLog) *httptest.Server {
+			return serveDir(t, rewriteStreams(t, mfix.origin, func(b []byte) []byte { return b[:len(b)/2] }), -1, l)
+		}, ErrStreamSize, "size differs"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var staleLog, corruptLog, originLog rangeLog
