@@ -116,7 +116,8 @@ type Config struct {
 	Now func() time.Time
 	// Mirrors are roots of copies of the repository (the same layout:
 	// URLs or directories) that Download takes streams from, in order,
-	// before RepoURL. Check reads the signed metadata from RepoURL only.
+	// before RepoURL. Check reads the signed metadata from RepoURL, and
+	// from the mirrors only when RepoURL is unavailable.
 	Mirrors []string
 	// MirrorOpener fetches from the mirrors; nil means the Opener New
 	// was given.

@@ -63,7 +63,7 @@ var Keys = []Key{
 	{"health_failure", "what a failed health check does: stay (unconfirmed; the bootloader falls back once the tries run out), mark-bad (the other slot boots next time), reboot (mark-bad, then reboot now); default stay"},
 	{"on_trial", "update while the running slot is still on trial: refuse (default) or confirm (mark it good first, health checks included)"},
 	{"min_rate", "slowest acceptable download, bytes per second (default 4096): a file must arrive within 2 minutes plus its size at this rate"},
-	{"mirrors", "copies of the repository to take streams from, tried in order before the repository itself: URLs (https://, http://, file://) or absolute directories, separated by spaces"},
+	{"mirrors", "copies of the repository to take streams from, tried in order before the repository itself (and asked for the signed metadata only when it is unavailable): URLs (https://, http://, file://) or absolute directories, separated by spaces"},
 }
 
 // Defaults of the typed fields, in one place.
@@ -136,8 +136,9 @@ type Config struct {
 	MinRate int64
 	// Mirrors are roots of copies of the repository (same layout) that
 	// update streams are fetched from, in order, before Repository. The
-	// signed metadata still comes from Repository, and every stream byte
-	// is checked against it, so a mirror needs no trust.
+	// signed metadata comes from Repository (from a mirror only when
+	// Repository is unavailable, checked the same way), and every stream
+	// byte is checked against it, so a mirror needs no trust.
 	Mirrors []string
 
 	values map[string]entry
