@@ -154,3 +154,41 @@ func flipMidBlob(t *testing.T, p string) {
 		t.Fatal(err)
 	}
 }
+
+// TestMirrorsFlagAndProgress: --mirrors overrides the key with the
+// file's checks, and a progress line names the source in use.
+func TestMirrorsFlagAndProgress(t *testing.T) {
+	cfg, err := os.CreateTemp(t.TempDir(), "conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.WriteString("mirrors = http://a.lan/repo\n")
+	cfg.Close()
+	fs := newFlagSet("update", "", new(bytes.Buffer))
+	df := addDeviceFlags(fs)
+	if _, err := parseFlags(fs, []string{"--config", cfg.Name(), "--mirrors", "http://b.lan/repo /srv/copy"}); err != nil {
+		t.Fatal(err)
+	}
+	c, err := df.load(fs, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(c.Mirrors, " ") != "http://b.lan/repo /srv/copy" {
+		t.Fatalf("--mirrors: %q", c.Mirrors)
+	}
+	fs = newFlagSet("update", "", new(bytes.Buffer))
+	df = addDeviceFlags(fs)
+	if _, err := parseFlags(fs, []string{"--config", cfg.Name(), "--mirrors", "relative/dir"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := df.load(fs, true); err == nil || !strings.Contains(err.Error(), "--mirrors") || !strings.Contains(err.Error(), "absolute directory") {
+		t.Fatalf("--mirrors relative/dir: %v", err)
+	}
+
+	var out bytes.Buffer
+	r := newRenderer(&out, &out, false, nil)
+	r.event(updater.Event{Type: updater.EventProgress, Image: "rootfs", Done: 50, Total: 100, Source: "http://b.lan/repo/", Mirror: true})
+	if !strings.Contains(out.String(), "rootfs: 50% 50/100 bytes, from http://b.lan/repo/") {
+		t.Fatalf("progress line %q does not name the source", out.String())
+	}
+}
