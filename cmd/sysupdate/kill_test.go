@@ -226,13 +226,42 @@ func (d *bigDevice) killedUpdate(point int64, extra ...string) (killed bool, res
 	var once sync.Once
 	d.proxy.mu.Lock()
 	d.proxy.gen.Add(1) // requests of earlier (killed) runs no longer count
+	cpPath := filepath.Join(d.dir, "checkpoint.json")
+	stale, _ := os.ReadFile(cpPath)
 	d.proxy.at = func(off int64) {
-		if point >= 0 && off >= point {
-			once.Do(func() {
-				killed = true
-				cmd.Process.Kill() // only this run's requests get here: it has started
-			})
+		if point < 0 || off < point {
+			return
 		}
+		once.Do(func() {
+			// The link stops at point and the power goes once the device
+			// has taken in what it received (its own checkpoint is within
+			// 64 KiB of point, or has not moved for 300 ms: it waits inside
+			// an op for the rest of it) or after 3 s: on a loaded machine
+			// the device can lag the 4 MB/s link by megabytes of socket
+			// buffers, and a kill then would measure the machine's load,
+			// not what a resume fetches again.
+			deadline := time.Now().Add(3 * time.Second)
+			last, since := stale, time.Now()
+			for time.Now().Before(deadline) {
+				b, _ := os.ReadFile(cpPath)
+				if !bytes.Equal(b, last) {
+					last, since = b, time.Now()
+				} else if !bytes.Equal(b, stale) && time.Since(since) > 300*time.Millisecond {
+					break
+				}
+				var cp struct {
+					At struct {
+						StreamOff int64 `json:"stream_off"`
+					} `json:"at"`
+				}
+				if !bytes.Equal(b, stale) && json.Unmarshal(b, &cp) == nil && cp.At.StreamOff >= point-64<<10 {
+					break
+				}
+				time.Sleep(2 * time.Millisecond)
+			}
+			killed = true
+			cmd.Process.Kill() // only this run's requests get here: it has started
+		})
 	}
 	d.proxy.mu.Unlock()
 	if err := cmd.Start(); err != nil {
