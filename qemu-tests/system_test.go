@@ -90,6 +90,13 @@ func newGuest(t *testing.T, dir string) *guest {
 // the given key=value lines.
 func (g *guest) slotImage(t *testing.T, dir, version string) string {
 	t.Helper()
+	return g.slotImageWith(t, dir, version, nil)
+}
+
+// slotImageWith is slotImage with extra files in the slot's root (name
+// relative to it: contents), which make a release bigger.
+func (g *guest) slotImageWith(t *testing.T, dir, version string, extra map[string][]byte) string {
+	t.Helper()
 	files := []cpioFile{
 		{Name: "init", Mode: 0o755, Data: g.Init},
 		{Name: "bin/sysupdate", Mode: 0o755, Data: g.Sysupdate},
@@ -123,7 +130,14 @@ func (g *guest) slotImage(t *testing.T, dir, version string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for name, data := range map[string][]byte{"boot/vmlinuz": vmlinuz, "boot/initrd.img": initrd, "etc/version": []byte(version)} {
+	content := map[string][]byte{"boot/vmlinuz": vmlinuz, "boot/initrd.img": initrd, "etc/version": []byte(version)}
+	for name, data := range extra {
+		content[name] = data
+	}
+	for name, data := range content {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
 		if err := os.WriteFile(filepath.Join(root, name), data, 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -251,6 +265,7 @@ const deviceTags = "nethttpomithttp2"
 type publisher struct {
 	Bin, Device, Keys, Repo string
 	Model                   string // of the releases published; "" means e2eModel
+	FullOnly                bool   // publish no deltas (--deltas 0): devices fetch full streams
 }
 
 func (p *publisher) run(t *testing.T, args ...string) string {
@@ -297,8 +312,12 @@ func (p *publisher) publish(t *testing.T, version, img string) {
 	if model == "" {
 		model = e2eModel
 	}
-	p.run(t, "publish", "--repo", p.Repo, "--channel", "stable", "--version", version, "--label", "e2e-"+version,
-		"--key", filepath.Join(p.Keys, "signing.key"), "--model", model, "rootfs="+img)
+	args := []string{"publish", "--repo", p.Repo, "--channel", "stable", "--version", version, "--label", "e2e-" + version,
+		"--key", filepath.Join(p.Keys, "signing.key"), "--model", model}
+	if p.FullOnly {
+		args = append(args, "--deltas", "0")
+	}
+	p.run(t, append(args, "rootfs="+img)...)
 }
 
 // stick copies the repository onto an ext4 image, the "USB stick" the
