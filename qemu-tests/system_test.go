@@ -90,13 +90,6 @@ func newGuest(t *testing.T, dir string) *guest {
 // the given key=value lines.
 func (g *guest) slotImage(t *testing.T, dir, version string) string {
 	t.Helper()
-	return g.slotImageWith(t, dir, version, nil)
-}
-
-// slotImageWith is slotImage with extra files in the slot's root (name
-// relative to it: contents), which make a release bigger.
-func (g *guest) slotImageWith(t *testing.T, dir, version string, extra map[string][]byte) string {
-	t.Helper()
 	files := []cpioFile{
 		{Name: "init", Mode: 0o755, Data: g.Init},
 		{Name: "bin/sysupdate", Mode: 0o755, Data: g.Sysupdate},
@@ -130,14 +123,7 @@ func (g *guest) slotImageWith(t *testing.T, dir, version string, extra map[strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	content := map[string][]byte{"boot/vmlinuz": vmlinuz, "boot/initrd.img": initrd, "etc/version": []byte(version)}
-	for name, data := range extra {
-		content[name] = data
-	}
-	for name, data := range content {
-		if err := os.MkdirAll(filepath.Dir(filepath.Join(root, name)), 0o755); err != nil {
-			t.Fatal(err)
-		}
+	for name, data := range map[string][]byte{"boot/vmlinuz": vmlinuz, "boot/initrd.img": initrd, "etc/version": []byte(version)} {
 		if err := os.WriteFile(filepath.Join(root, name), data, 0o644); err != nil {
 			t.Fatal(err)
 		}
