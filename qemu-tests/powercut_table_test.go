@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -87,8 +88,12 @@ func printCutTable(w io.Writer) {
 		total.Bricks += r.Bricks
 		cells = append(cells, []string{r.Test, r.Path, r.Write, fmt.Sprint(r.Cuts), fmt.Sprint(r.Inside), fmt.Sprint(r.Boots), fmt.Sprint(r.Bricks), res, rst, rf, rb, fmt.Sprint(r.Seed)})
 	}
+	res, rst, rf, rb := "-", "-", "-", "-"
+	if slices.ContainsFunc(rows, func(r cutRow) bool { return r.Resumes >= 0 }) {
+		res, rst, rf, rb = fmt.Sprint(total.Resumes), fmt.Sprint(total.Restarts), fmt.Sprint(total.Refetch), fmt.Sprint(total.RefetchBytes)
+	}
 	cells = append(cells, []string{"total", "", "", fmt.Sprint(total.Cuts), fmt.Sprint(total.Inside), fmt.Sprint(total.Boots), fmt.Sprint(total.Bricks),
-		fmt.Sprint(total.Resumes), fmt.Sprint(total.Restarts), fmt.Sprint(total.Refetch), fmt.Sprint(total.RefetchBytes), ""})
+		res, rst, rf, rb, ""})
 	width := make([]int, len(head))
 	for _, row := range cells {
 		for i, c := range row {
