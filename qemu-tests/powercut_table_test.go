@@ -60,15 +60,20 @@ func (r cutRow) String() string {
 	return s
 }
 
-// printCutTable writes the table of power-cut rows (nothing when no
-// power-cut test ran).
+// printCutTable writes the table of this run's power-cut rows (nothing
+// when no power-cut test ran).
 func printCutTable(w io.Writer) {
 	cutTable.Lock()
-	defer cutTable.Unlock()
-	if len(cutTable.rows) == 0 {
+	rows := append([]cutRow(nil), cutTable.rows...)
+	cutTable.Unlock()
+	writeCutTable(w, rows)
+}
+
+// writeCutTable writes rows as the table, sorted by test, with a total.
+func writeCutTable(w io.Writer, rows []cutRow) {
+	if len(rows) == 0 {
 		return
 	}
-	rows := append([]cutRow(nil), cutTable.rows...)
 	sort.Slice(rows, func(i, j int) bool { return rows[i].Test < rows[j].Test })
 	head := []string{"test", "boot path", "cut during", "cuts", "inside", "boots", "bricks", "resumed", "restarted", "refetched", "bytes redone", "seed"}
 	cells := [][]string{head}
@@ -117,6 +122,40 @@ func printCutTable(w io.Writer) {
 		if n == 0 || n == len(cells)-2 {
 			fmt.Fprintln(w, strings.Repeat("-", line))
 		}
+	}
+}
+
+// TestCutTable checks the table's layout and sums on made-up rows (no
+// QEMU): columns line up, install columns are "-" for set-next rows, and
+// the total adds up.
+func TestCutTable(t *testing.T) {
+	var b strings.Builder
+	writeCutTable(&b, []cutRow{
+		{Test: "TestZ", Path: "GRUB x86_64", Write: "set-next", Seed: 7, Cuts: 8, Inside: 6, Boots: 9, Resumes: -1},
+		{Test: "TestA", Path: "U-Boot arm64", Write: "install stream", Seed: 9, Cuts: 5, Inside: 4, Boots: 7, Bricks: 1, Resumes: 3, Restarts: 1, Refetch: 4, RefetchBytes: 1000},
+	})
+	lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+	if len(lines) != 7 {
+		t.Fatalf("want title, header, rule, 2 rows, rule, total; got %d lines:\n%s", len(lines), b.String())
+	}
+	fields := func(i int) []string { return strings.Fields(lines[i]) }
+	for i, want := range map[int][]string{
+		3: {"TestA", "U-Boot", "arm64", "install", "stream", "5", "4", "7", "1", "3", "1", "4", "1000", "9"},
+		4: {"TestZ", "GRUB", "x86_64", "set-next", "8", "6", "9", "0", "-", "-", "-", "-", "7"},
+		6: {"total", "13", "10", "16", "1", "3", "1", "4", "1000"},
+	} {
+		if !slices.Equal(fields(i), want) {
+			t.Errorf("line %d: %q, want fields %q", i, lines[i], want)
+		}
+	}
+	col := strings.Index(lines[1], "bricks")
+	for _, i := range []int{3, 4, 6} {
+		if len(lines[i]) <= col || lines[i][col-2:col] != "  " || lines[i][col] == ' ' {
+			t.Errorf("line %d does not put bricks under its header at column %d:\n%s\n%s", i, col, lines[1], lines[i])
+		}
+	}
+	if len(lines[2]) < len(lines[3]) || strings.Trim(lines[2], "-") != "" {
+		t.Errorf("rule %q is not a full-width line of dashes", lines[2])
 	}
 }
 
