@@ -32,8 +32,11 @@ test: deps build
 	$(MAKE) deb-check
 	$(MAKE) test-qemu
 
+## test-qemu: the QEMU scenarios; the root package runs in go test's local
+## directory mode (no package argument) so that the power-cut table its
+## TestMain prints is shown without -v.
 test-qemu: build
-	cd qemu-tests && $(GO) vet ./... && $(GO) test -count=1 -timeout 30m ./...
+	cd qemu-tests && $(GO) vet ./... && $(GO) test -count=1 -timeout 30m ./internal/... && $(GO) test -count=1 -timeout 30m
 
 ## fuzz-short: every fuzz target for FUZZTIME (default 5s); `make fuzz` runs longer.
 fuzz-short:

@@ -226,11 +226,7 @@ func bootSystem(t *testing.T, disk, stick, script string) bootResult {
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	start := time.Now()
-	cmd := exec.CommandContext(ctx, "qemu-system-x86_64", "-machine", "q35,accel=tcg", "-m", "1024",
-		"-bios", ovmf,
-		"-drive", "file="+disk+",format=raw,if=virtio",
-		"-drive", "file="+stick+",format=raw,if=virtio,readonly=on",
-		"-nographic", "-no-reboot", "-net", "none", "-monitor", "none")
+	cmd := qemuX86(ctx, disk, stick)
 	raw, err := cmd.CombinedOutput()
 	out := strings.ReplaceAll(string(raw), "\r\n", "\n")
 	r := bootResult{Console: out, Seconds: time.Since(start).Seconds()}
@@ -241,6 +237,16 @@ func bootSystem(t *testing.T, disk, stick, script string) bootResult {
 		t.Fatalf("%v (qemu: %v, %.0fs):\n%s", perr, err, r.Seconds, tail([]byte(out), 6000))
 	}
 	return r
+}
+
+// qemuX86 is the command line of the x86_64 device: OVMF, the disk and the
+// stick (read-only) as virtio disks. TCG: KVM crashes OVMF here.
+func qemuX86(ctx context.Context, disk, stick string) *exec.Cmd {
+	return exec.CommandContext(ctx, "qemu-system-x86_64", "-machine", "q35,accel=tcg", "-m", "1024",
+		"-bios", ovmf,
+		"-drive", "file="+disk+",format=raw,if=virtio",
+		"-drive", "file="+stick+",format=raw,if=virtio,readonly=on",
+		"-nographic", "-no-reboot", "-net", "none", "-monitor", "none")
 }
 
 // parseGuest fills r from the guest init's markers on the console out

@@ -251,6 +251,7 @@ const deviceTags = "nethttpomithttp2"
 type publisher struct {
 	Bin, Device, Keys, Repo string
 	Model                   string // of the releases published; "" means e2eModel
+	FullOnly                bool   // publish no deltas (--deltas 0): devices fetch full streams
 }
 
 func (p *publisher) run(t *testing.T, args ...string) string {
@@ -297,8 +298,12 @@ func (p *publisher) publish(t *testing.T, version, img string) {
 	if model == "" {
 		model = e2eModel
 	}
-	p.run(t, "publish", "--repo", p.Repo, "--channel", "stable", "--version", version, "--label", "e2e-"+version,
-		"--key", filepath.Join(p.Keys, "signing.key"), "--model", model, "rootfs="+img)
+	args := []string{"publish", "--repo", p.Repo, "--channel", "stable", "--version", version, "--label", "e2e-" + version,
+		"--key", filepath.Join(p.Keys, "signing.key"), "--model", model}
+	if p.FullOnly {
+		args = append(args, "--deltas", "0")
+	}
+	p.run(t, append(args, "rootfs="+img)...)
 }
 
 // stick copies the repository onto an ext4 image, the "USB stick" the

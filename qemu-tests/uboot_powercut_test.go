@@ -97,6 +97,7 @@ func TestUBootPowerCut(t *testing.T) {
 		"  %-36s %d\n  %-36s %d\n  %-36s %d\n  %-36s %d\n  %-36s %d\n  %-36s %d",
 		"cuts", powerCuts, "cuts inside a set-next process", inWrite, "cuts that left a torn copy", torn,
 		"boots", boots, "bricks", bricks, "no valid copy (defaults)", defaults)
+	recordCuts(t, cutRow{Path: "U-Boot arm64", Write: "set-next", Seed: seed, Cuts: powerCuts, Inside: inWrite, Boots: boots, Bricks: bricks, Resumes: -1})
 	if inWrite == 0 {
 		t.Errorf("no cut landed inside a set-next: the test proved nothing about torn writes")
 	}

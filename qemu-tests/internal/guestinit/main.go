@@ -29,6 +29,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -155,21 +156,42 @@ func runningSlot(cmdline string) string {
 }
 
 // runLogged runs a command with its stdout and stderr merged, prefixes every
-// line with SYSUPDATE-OUT and returns its exit code (-1 if it did not start).
+// line with SYSUPDATE-OUT as it comes (a host that kills the machine on a
+// progress line sees it when it is written) and returns its exit code (-1
+// if it did not start).
 func runLogged(path string, args []string) int {
 	cmd := exec.Command(path, args...)
 	cmd.Env = []string{"PATH=/bin", "HOME=/tmp"}
-	out, err := cmd.CombinedOutput()
-	for _, l := range strings.Split(strings.TrimRight(string(out), "\n"), "\n") {
-		if l != "" {
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		fmt.Printf("SYSUPDATE-OUT pipe: %v\n", err)
+		return -1
+	}
+	cmd.Stdout, cmd.Stderr = pw, pw
+	err = cmd.Start()
+	pw.Close()
+	if err != nil {
+		pr.Close()
+		fmt.Printf("SYSUPDATE-OUT start %s: %v\n", path, err)
+		return -1
+	}
+	sc := bufio.NewScanner(pr)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if l := strings.TrimRight(sc.Text(), "\r"); l != "" {
 			fmt.Printf("SYSUPDATE-OUT %s\n", l)
 		}
 	}
-	if err != nil {
+	if err := sc.Err(); err != nil {
+		fmt.Printf("SYSUPDATE-OUT read output: %v\n", err)
+		io.Copy(io.Discard, pr)
+	}
+	pr.Close()
+	if err := cmd.Wait(); err != nil {
 		if ee, ok := err.(*exec.ExitError); ok {
 			return ee.ExitCode()
 		}
-		fmt.Printf("SYSUPDATE-OUT start %s: %v\n", path, err)
+		fmt.Printf("SYSUPDATE-OUT wait %s: %v\n", path, err)
 		return -1
 	}
 	return 0
