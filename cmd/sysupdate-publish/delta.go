@@ -73,9 +73,9 @@ func runDelta(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	}
 	fmt.Fprintf(stdout, "%s stream %s: %d bytes (%.2f%% of the image) in %.1fs\nheader hash %s\n", kind, *out, h.StreamSize,
 		100*float64(h.StreamSize)/float64(max(1, tsize)), time.Since(start).Seconds(), h.Hash)
-	for t := 0; t < 4; t++ {
+	for t := 0; t < stream.NumOpTypes; t++ {
 		if st.Ops[t] > 0 {
-			fmt.Fprintf(stdout, "  %-5s %7d ops %14d target bytes %12d stream bytes\n", stream.OpName(t), st.Ops[t], st.TargetBytes[t], st.DataBytes[t])
+			fmt.Fprintf(stdout, "  %-7s %7d ops %14d target bytes %12d stream bytes\n", stream.OpName(t), st.Ops[t], st.TargetBytes[t], st.DataBytes[t])
 		}
 	}
 	return nil

@@ -497,7 +497,7 @@ func (w *bitWriter) bits(v uint32, n uint) {
 // Huff appends to dst the deflate stream whose puff is p: the inverse of
 // Puff for a whole stream (it must end with a final block).
 func Huff(dst, p []byte) ([]byte, error) {
-	out, _, final, err := HuffPiece(dst, p, Bits{})
+	out, _, final, err := HuffPiece(dst, p, Bits{}, 0)
 	if err == nil && !final {
 		err = &Error{Offset: int64(len(p)), Msg: "puff ends without a final block", Err: ErrPuff}
 	}
@@ -509,8 +509,11 @@ func Huff(dst, p []byte) ([]byte, error) {
 // emitted too). p must hold whole blocks. If its last block is final, the
 // padding is emitted and p must end there; otherwise the bits of the last,
 // partial byte are not appended but returned as tail: the prefix of
-// the next piece.
-func HuffPiece(dst, p []byte, prefix Bits) (out []byte, tail Bits, final bool, err error) {
+// the next piece. With limit > 0 it fails with ErrTooLarge once it has
+// appended more than limit bytes (checked before each literal run, match
+// and stored block, so it overshoots by at most one literal run, 240 bytes):
+// a hostile puff cannot grow dst far past what the caller sized it for.
+func HuffPiece(dst, p []byte, prefix Bits, limit int) (out []byte, tail Bits, final bool, err error) {
 	if prefix.N > 7 || prefix.V>>prefix.N != 0 {
 		return dst, Bits{}, false, &Error{Msg: "prefix bits out of range", Err: ErrPuff}
 	}
@@ -520,6 +523,8 @@ func HuffPiece(dst, p []byte, prefix Bits) (out []byte, tail Bits, final bool, e
 		return w.out, Bits{}, false, &Error{Offset: int64(i), Msg: msg, Err: ErrPuff}
 	}
 	need := func(n int) bool { return len(p)-i >= n }
+	base := len(dst)
+	over := func(n int) bool { return limit > 0 && len(w.out)-base+n > limit }
 	var lit, dist, cle encoder
 	var lens [288 + 32]uint8
 	for i < len(p) {
@@ -543,6 +548,9 @@ func HuffPiece(dst, p []byte, prefix Bits) (out []byte, tail Bits, final bool, e
 			i += 3
 			if !need(n) {
 				return fail("puff ends inside a stored block")
+			}
+			if over(n) {
+				return w.out, Bits{}, false, &Error{Offset: int64(i), Msg: fmt.Sprintf("deflate output longer than %d bytes", limit), Err: ErrTooLarge}
 			}
 			w.bits(uint32(n)|uint32(^n&0xffff)<<16, 32)
 			w.out = append(w.out, p[i:i+n]...)
@@ -629,6 +637,9 @@ func HuffPiece(dst, p []byte, prefix Bits) (out []byte, tail Bits, final bool, e
 			for done := false; !done; {
 				if !need(1) {
 					return fail("puff ends inside a block")
+				}
+				if over(0) {
+					return w.out, Bits{}, false, &Error{Offset: int64(i), Msg: fmt.Sprintf("deflate output longer than %d bytes", limit), Err: ErrTooLarge}
 				}
 				t := p[i]
 				i++

@@ -331,7 +331,7 @@ func TestPieces(t *testing.T) {
 			t.Fatalf("block %d: carried bits differ", k)
 		}
 		var final bool
-		out, tail, final, err = HuffPiece(out, p, tail)
+		out, tail, final, err = HuffPiece(out, p, tail, 0)
 		if err != nil {
 			t.Fatalf("block %d: huff: %v", k, err)
 		}

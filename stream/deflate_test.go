@@ -1,0 +1,238 @@
+package stream
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"testing"
+)
+
+// changelog returns n bytes of changelog-like text.
+func changelog(r *rand.Rand, n int) []byte {
+	words := strings.Fields("linux kernel package security update fix for the driver memory leak in net ext4 amd64 cloud image debian changelog upload urgency medium")
+	var b bytes.Buffer
+	for b.Len() < n {
+		fmt.Fprintf(&b, "  * [%x] ", r.Uint32())
+		for k := r.IntN(12) + 3; k > 0; k-- {
+			b.WriteString(words[r.IntN(len(words))])
+			b.WriteByte(' ')
+		}
+		b.WriteByte('\n')
+	}
+	return b.Bytes()[:n]
+}
+
+func gz(t testing.TB, b []byte, level int) []byte {
+	var buf bytes.Buffer
+	w, err := gzip.NewWriterLevel(&buf, level)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(b)
+	w.Close()
+	return buf.Bytes()
+}
+
+// deflateImages returns a source and target image like a package update:
+// the same filler with a few edits, and a changelog.gz whose text gained
+// entries at the top and changed in the middle (its end pairs it with the
+// old one), stored at another offset, big enough (about 1 MB
+// compressed) to span several ops.
+func deflateImages(t testing.TB) (src, tgt []byte) {
+	r := rand.New(rand.NewPCG(21, 22))
+	old := changelog(r, 3<<20)
+	neu := append(changelog(r, 3000), old...)
+	copy(neu[1<<20:], changelog(r, 300))
+	ogz, ngz := gz(t, old, 9), gz(t, neu, 9)
+	const size = 4 << 20
+	src = codeLike(r, size)
+	copy(src[100<<10:], ogz)
+	tgt = bytes.Clone(src)
+	copy(tgt[40<<10:], randBytes(r, 5000))
+	copy(tgt[size-len(ngz)-12345:], ngz)
+	return src, tgt
+}
+
+func TestDeflateOps(t *testing.T) {
+	src, tgt := deflateImages(t)
+	with := roundTrip(t, src, tgt, BuildOptions{})
+	without := roundTrip(t, src, tgt, BuildOptions{NoDeflate: true})
+	info, err := Inspect(context.Background(), bytes.NewReader(with))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Ops[OpDeflate] < 2 {
+		t.Fatalf("%d deflate ops, want the changelog cut into several", info.Ops[OpDeflate])
+	}
+	if info.Header.Version != 2 {
+		t.Fatalf("stream with deflate ops has version %d, want 2", info.Header.Version)
+	}
+	ni, _ := Inspect(context.Background(), bytes.NewReader(without))
+	if ni.Header.Version != 1 || ni.Ops[OpDeflate] != 0 {
+		t.Fatalf("NoDeflate stream: version %d, %d deflate ops", ni.Header.Version, ni.Ops[OpDeflate])
+	}
+	t.Logf("delta %d bytes with deflate ops (%d ops, %d blob bytes), %d without", len(with), info.Ops[OpDeflate], info.DataBytes[OpDeflate], len(without))
+	if len(with)*10 > len(without) {
+		t.Fatalf("deflate ops do not pay: %d bytes with, %d without", len(with), len(without))
+	}
+}
+
+// deflateFixture is a built deflate stream and where its deflate ops are.
+func deflateFixture(t *testing.T) (src, tgt, s []byte, h *Header, ops []Op, blobAt []int64) {
+	src, tgt = deflateImages(t)
+	s, h = build(t, src, tgt, BuildOptions{})
+	off := h.HeaderLen
+	var tOff int64
+	base := 0
+	for si := range h.Segments {
+		seg := &h.Segments[si]
+		all, err := parseTable(s[off:off+int64(seg.TableLen)], h, seg, tOff, base, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data := off + int64(seg.TableLen)
+		for _, o := range all {
+			if o.Type == OpDeflate {
+				ops = append(ops, o)
+				blobAt = append(blobAt, data+o.DataOff)
+			}
+		}
+		off = data + int64(seg.DataLen)
+		tOff += int64(seg.TargetLen)
+		base += len(all)
+	}
+	if len(ops) < 2 {
+		t.Fatalf("fixture has %d deflate ops", len(ops))
+	}
+	return
+}
+
+func TestDeflateCorruptBlob(t *testing.T) {
+	src, _, s, h, ops, at := deflateFixture(t)
+	for k, o := range ops {
+		for _, d := range []int64{0, o.DataLen / 2, o.DataLen - 1} {
+			bad := bytes.Clone(s)
+			bad[at[k]+d] ^= 0x10
+			tg, _, err := apply(bad, src, ApplyOptions{ExpectHeader: &h.Hash})
+			var oe *OpError
+			if !errors.Is(err, ErrCorrupt) || !errors.As(err, &oe) || oe.Fault != FaultStream || oe.Offset != o.TargetOff {
+				t.Fatalf("deflate op at %d, blob byte %d flipped: %v", o.TargetOff, d, err)
+			}
+			if int64(len(tg.b)) > o.TargetOff {
+				t.Fatalf("deflate op at %d: %d bytes written past its start before the error", o.TargetOff, len(tg.b))
+			}
+		}
+	}
+}
+
+func TestDeflateWrongSource(t *testing.T) {
+	src, _, s, _, ops, _ := deflateFixture(t)
+	bad := bytes.Clone(src)
+	x := ops[1].Extents[0]
+	bad[x.Off+x.Len/2] ^= 1
+	_, _, err := apply(s, bad, ApplyOptions{})
+	var oe *OpError
+	if !errors.Is(err, ErrSourceMismatch) || !errors.As(err, &oe) || oe.Fault != FaultSource {
+		t.Fatalf("changed source under a deflate op: %v", err)
+	}
+}
+
+func TestDeflateTruncated(t *testing.T) {
+	src, _, s, _, ops, at := deflateFixture(t)
+	for k, o := range ops {
+		for _, n := range []int64{at[k], at[k] + 1, at[k] + o.DataLen - 1} {
+			if _, _, err := apply(s[:n], src, ApplyOptions{}); !errors.Is(err, ErrTruncated) {
+				t.Fatalf("stream cut at %d (deflate op blob %d-%d): %v", n, at[k], at[k]+o.DataLen, err)
+			}
+		}
+	}
+}
+
+// TestDeflateVersion1Refused: a deflate op in a stream that claims format
+// version 1 is refused, and a reader that only knows version 1 refuses
+// version 2 streams saying to update (checked through ReadHeader's rule).
+func TestDeflateVersion1Refused(t *testing.T) {
+	src, _, s, _, _, _ := deflateFixture(t)
+	bad := bytes.Clone(s)
+	binary.LittleEndian.PutUint16(bad[8:], 1)
+	_, _, err := apply(bad, src, ApplyOptions{})
+	if !errors.Is(err, ErrFormat) || !strings.Contains(err.Error(), "deflate op in a format version 1 stream") {
+		t.Fatalf("deflate op under version 1: %v", err)
+	}
+	binary.LittleEndian.PutUint16(bad[8:], Version+1)
+	if _, _, err := apply(bad, src, ApplyOptions{}); !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), "update sysupdate first") {
+		t.Fatalf("version %d: %v", Version+1, err)
+	}
+}
+
+// TestDeflateBudget: the window and puff buffers a deflate op needs are
+// within the limits the stream declares, and a device with a smaller
+// budget refuses the stream before writing.
+func TestDeflateBudget(t *testing.T) {
+	src, _, s, h, ops, _ := deflateFixture(t)
+	for _, o := range ops {
+		if o.WindowLen > int64(h.Limits.MaxWindow) || o.windowLen() > int64(h.Limits.MaxWindow) || o.PuffLen > int64(h.Limits.MaxPayload) || o.TargetLen > int64(h.Limits.MaxOpTarget) {
+			t.Fatalf("deflate op over the limits: %+v", o)
+		}
+	}
+	small := DefaultLimits
+	small.MaxWindow /= 2
+	tg, _, err := apply(s, src, ApplyOptions{Budget: small})
+	if !errors.Is(err, ErrBudget) || tg.writes != 0 {
+		t.Fatalf("smaller budget: %v after %d writes", err, tg.writes)
+	}
+}
+
+// TestDeflateLimitsHonoured: with small limits every deflate op still fits
+// them, and the result is still exact.
+func TestDeflateLimitsHonoured(t *testing.T) {
+	src, tgt := deflateImages(t)
+	lim := Limits{MaxOpTarget: 128 << 10, MaxWindow: 256 << 10, MaxData: 160 << 10, MaxPayload: 192 << 10, MaxTable: 64 << 10}
+	s := roundTrip(t, src, tgt, BuildOptions{Limits: lim})
+	info, err := InspectBudget(context.Background(), bytes.NewReader(s), lim)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Ops[OpDeflate] < 4 {
+		t.Fatalf("%d deflate ops under small limits", info.Ops[OpDeflate])
+	}
+}
+
+// TestDeflateResume cuts the power at every deflate op and resumes from the
+// checkpoint before it: each op is decodable on its own.
+func TestDeflateResume(t *testing.T) {
+	src, tgt, s, h, ops, _ := deflateFixture(t)
+	for k := range ops {
+		dev := newCacheTarget(nil, -1)
+		var last *Checkpoint
+		opts := ApplyOptions{Source: bytes.NewReader(src), ExpectHeader: &h.Hash, CheckpointEvery: 1,
+			OnCheckpoint: func(cp Checkpoint) error {
+				if cp.TargetOff >= ops[k].TargetOff {
+					return errPower
+				}
+				c := cp
+				last = &c
+				return nil
+			}}
+		if _, err := Apply(context.Background(), bytes.NewReader(s), dev, opts); !errors.Is(err, errPower) {
+			t.Fatalf("op %d: %v", k, err)
+		}
+		if last == nil {
+			t.Fatalf("op %d: no checkpoint before it", k)
+		}
+		dev2 := newCacheTarget(dev.afterCut(), -1)
+		opts.OnCheckpoint = nil
+		var fetched int64
+		if _, err := Resume(context.Background(), openBytes(s, &fetched), dev2, *last, opts); err != nil {
+			t.Fatalf("op %d: resume from %d: %v", k, last.TargetOff, err)
+		}
+		if !bytes.Equal(dev2.view(), tgt) {
+			t.Fatalf("op %d: resumed image differs", k)
+		}
+	}
+}
