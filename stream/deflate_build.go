@@ -17,7 +17,7 @@ import (
 // nearly every compressed bit, so byte matching finds nothing in it, while
 // its content differs by a few lines. The builder finds such members in the
 // changed part of the target, pairs each with the member in the source
-// whose content starts or ends the same, and encodes the new member's puff
+// whose content is most alike (by a sketch of its content), and encodes the new member's puff
 // (package puff) as patch programs over the old member's puff, cut at block
 // boundaries into ops of at most MaxOpTarget target bytes that each apply on
 // their own. It keeps them only where they are smaller than the plain ops.
@@ -26,10 +26,14 @@ const (
 	// minDeflate is the smallest deflate stream worth deflate ops: below
 	// it the per-op table entries eat the gain.
 	minDeflate = 16 << 10
-	// pairKey is how much inflated content at each end pairs streams.
-	pairKey = 4 << 10
+	// sketchK is the size of a content sketch; minShared of its hashes
+	// must agree to pair two streams.
+	sketchK   = 64
+	minShared = 16
+	// minSketch is the shortest content pairing considers.
+	minSketch = 4 << 10
 	// maxInflate bounds what pairing inflates of one member.
-	maxInflate = 256 << 20
+	maxInflate = 64 << 20
 )
 
 // deflateStream is one raw deflate stream found in an image.
@@ -83,36 +87,34 @@ func scanDeflate(img []byte, lo, hi, minLen int, withPuff bool) []*deflateStream
 	return out
 }
 
-// contentKeys returns the hashes of the first and last pairKey inflated bytes of
-// a deflate stream, or false if it holds less than 2*pairKey bytes.
-func contentKeys(raw []byte) (head, tail Hash, ok bool) {
+// sketch returns a bottom-k sketch of a deflate stream's content: the
+// sketchK smallest distinct hashes of its 16-byte windows. Streams whose
+// texts mostly agree share most of their sketch whatever changed at the
+// ends (a Debian changelog changes its first and last lines). It reports
+// false for content shorter than minSketch bytes or past maxInflate.
+func sketch(raw []byte) ([]uint64, bool) {
 	zr := flate.NewReader(bytes.NewReader(raw))
 	defer zr.Close()
-	first := make([]byte, pairKey)
-	if _, err := io.ReadFull(zr, first); err != nil {
-		return head, tail, false
+	txt, err := io.ReadAll(io.LimitReader(zr, maxInflate+1))
+	if err != nil || len(txt) < minSketch || len(txt) > maxInflate {
+		return nil, false
 	}
-	ring := make([]byte, 64<<10)
-	var last []byte
-	total := int64(pairKey)
-	for {
-		n, err := zr.Read(ring)
-		total += int64(n)
-		last = append(last, ring[:n]...)
-		if len(last) > 2*pairKey {
-			last = append(last[:0], last[len(last)-pairKey:]...)
+	var k []uint64 // ascending
+	for i := 0; i+indexW <= len(txt); i++ {
+		h := winHash(txt[i : i+indexW])
+		if len(k) == sketchK && h >= k[sketchK-1] {
+			continue
 		}
-		if err == io.EOF {
-			break
+		j, found := slices.BinarySearch(k, h)
+		if found {
+			continue
 		}
-		if err != nil || total > maxInflate {
-			return head, tail, false
+		if len(k) == sketchK {
+			k = k[:sketchK-1]
 		}
+		k = slices.Insert(k, j, h)
 	}
-	if total < 2*pairKey || len(last) < pairKey {
-		return head, tail, false
-	}
-	return sha256.Sum256(first), sha256.Sum256(last[len(last)-pairKey:]), true
+	return k, true
 }
 
 // findDeflate finds the target's changed gzip members, pairs them with
@@ -140,39 +142,39 @@ func (b *builder) findDeflate() {
 	if len(tgts) == 0 {
 		return
 	}
-	type key struct {
-		h    Hash
-		tail bool
-	}
-	want := map[key]bool{}
-	tkeys := make([][2]Hash, len(tgts))
+	tsk := make([][]uint64, len(tgts))
+	want := map[uint64]bool{}
 	for i, t := range tgts {
-		if h, tl, ok := contentKeys(b.tgt[t.off:t.end]); ok {
-			tkeys[i] = [2]Hash{h, tl}
-			want[key{h, false}], want[key{tl, true}] = true, true
+		tsk[i], _ = sketch(b.tgt[t.off:t.end])
+		for _, h := range tsk[i] {
+			want[h] = true
 		}
 	}
 	if len(want) == 0 {
 		return
 	}
-	found := map[key]*deflateStream{}
+	// Source streams by the sketch hashes they share with some target.
+	holders := map[uint64][]*deflateStream{}
 	for _, s := range scanDeflate(b.src, 0, len(b.src), 1, false) {
-		h, tl, ok := contentKeys(b.src[s.off:s.end])
-		if !ok {
-			continue
-		}
-		for _, k := range []key{{h, false}, {tl, true}} {
-			if want[k] && found[k] == nil {
-				found[k] = s
+		sk, _ := sketch(b.src[s.off:s.end])
+		for _, h := range sk {
+			if want[h] {
+				holders[h] = append(holders[h], s)
 			}
 		}
 	}
 	for i, t := range tgts {
-		s := found[key{tkeys[i][1], true}]
-		if s == nil {
-			s = found[key{tkeys[i][0], false}]
+		score := map[*deflateStream]int{}
+		var s *deflateStream
+		for _, h := range tsk[i] {
+			for _, c := range holders[h] {
+				score[c]++
+				if s == nil || score[c] > score[s] || score[c] == score[s] && c.off < s.off {
+					s = c
+				}
+			}
 		}
-		if s == nil || tkeys[i] == [2]Hash{} {
+		if s == nil || score[s] < minShared {
 			continue
 		}
 		if string(b.src[s.off:s.end]) == string(b.tgt[t.off:t.end]) {
