@@ -10,7 +10,11 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/sysupdate/sysupdate/stream/puff"
 )
+
+func puffBits(n, v uint8) puff.Bits { return puff.Bits{N: n, V: v & (1<<n - 1)} }
 
 // changelog returns n bytes of changelog-like text.
 func changelog(r *rand.Rand, n int) []byte {
@@ -235,4 +239,63 @@ func TestDeflateResume(t *testing.T) {
 			t.Fatalf("op %d: resumed image differs", k)
 		}
 	}
+}
+
+// copyAll is a deflate op that rebuilds a whole small deflate stream d from
+// itself: the window is d's puff, the program copies it.
+func copyAll(t testing.TB, d []byte) (prog []byte, o *Op) {
+	p, res, err := puff.Puff(nil, d, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctrl := binary.AppendUvarint(nil, uint64(len(p))<<2|insCopy)
+	ctrl = binary.AppendVarint(ctrl, 0)
+	prog = binary.AppendUvarint(nil, uint64(len(ctrl)))
+	prog = binary.AppendUvarint(prog, 0)
+	prog = append(prog, ctrl...)
+	return prog, &Op{Type: OpDeflate, TargetLen: res.End / 8, SourceBlocks: int64(res.Blocks), WindowLen: int64(len(p)), PuffLen: int64(len(p))}
+}
+
+func TestDeflateOpDecode(t *testing.T) {
+	d := gz(t, changelog(rand.New(rand.NewPCG(1, 2)), 30000), 9)[10:]
+	prog, o := copyAll(t, d)
+	a := &applier{h: &Header{Limits: DefaultLimits}, payload: prog}
+	got, err := a.deflate(0, o, d, make([]byte, o.TargetLen))
+	if err != nil || !bytes.Equal(got, d[:o.TargetLen]) {
+		t.Fatalf("copy-all deflate op: %v", err)
+	}
+	o.WindowLen--
+	if _, err := a.deflate(0, o, d, make([]byte, o.TargetLen)); !errors.Is(err, ErrFormat) {
+		t.Fatalf("window length off by one: %v", err)
+	}
+	o.WindowLen++
+	o.PrefixBits = puff.Bits{N: 3, V: 5}
+	if _, err := a.deflate(0, o, d, make([]byte, o.TargetLen)); !errors.Is(err, ErrFormat) {
+		t.Fatalf("prefix bits make one bit more than the target holds: %v", err)
+	}
+}
+
+// FuzzDeflateOp: the decode steps of a deflate op (puff the source blocks,
+// run the program, huff into the target) on hostile source bytes, program
+// and op fields never panic, and return exactly the target length or an
+// ErrFormat error.
+func FuzzDeflateOp(f *testing.F) {
+	d := gz(f, changelog(rand.New(rand.NewPCG(1, 2)), 3000), 9)[10:]
+	prog, o := copyAll(f, d)
+	f.Add(d, prog, uint8(0), uint8(o.SourceBlocks-1), uint16(o.WindowLen-1), uint8(0), uint8(0), uint16(o.PuffLen-1), uint16(o.TargetLen-1)) // valid: rebuilds d
+	f.Add([]byte{0x01, 0x01, 0x00, 0xfe, 0xff, 'a'}, []byte{2, 0, 0x0a, 0}, uint8(0), uint8(1), uint16(7), uint8(3), uint8(5), uint16(3), uint16(6))
+	f.Fuzz(func(t *testing.T, src, prog []byte, bit, blocks uint8, wlen uint16, pn, pv uint8, plen, tlen uint16) {
+		h := &Header{Limits: Limits{MaxOpTarget: 1 << 16, MaxWindow: 1 << 16, MaxData: 4096, MaxPayload: 1 << 16, MaxTable: 4096}}
+		a := &applier{h: h, payload: prog}
+		o := &Op{Type: OpDeflate, TargetLen: int64(tlen) + 1, SourceBit: bit % 8, SourceBlocks: int64(blocks) + 1,
+			WindowLen: int64(wlen) + 1, PrefixBits: puffBits(pn%8, pv), PuffLen: int64(plen) + 1}
+		out := make([]byte, o.TargetLen)
+		got, err := a.deflate(0, o, src, out)
+		if err == nil && len(got) != len(out) {
+			t.Fatalf("deflate op returned %d bytes for %d", len(got), len(out))
+		}
+		if err != nil && !errors.Is(err, ErrFormat) {
+			t.Fatalf("error not ErrFormat: %v", err)
+		}
+	})
 }
