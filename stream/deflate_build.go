@@ -155,7 +155,19 @@ func (b *builder) findDeflate() {
 	}
 	// Source streams by the sketch hashes they share with some target.
 	holders := map[uint64][]*deflateStream{}
-	for _, s := range scanDeflate(b.src, 0, len(b.src), 1, false) {
+	// Only members of a like compressed size (within a factor of 4 of a
+	// target's) are sketched: inflating every small gzip file of an image
+	// (man pages, changelogs) cost seconds and never pairs.
+	lens := make([]int, len(tgts))
+	for i, t := range tgts {
+		lens[i] = t.end - t.off
+	}
+	slices.Sort(lens)
+	for _, s := range scanDeflate(b.src, 0, len(b.src), minDeflate/4, false) {
+		n := s.end - s.off
+		if k, _ := slices.BinarySearch(lens, n/4); k == len(lens) || lens[k] > 4*n {
+			continue
+		}
 		sk, _ := sketch(b.src[s.off:s.end])
 		for _, h := range sk {
 			if want[h] {

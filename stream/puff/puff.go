@@ -127,10 +127,16 @@ func distCode(d int) int {
 	return lo
 }
 
-// decoder is a canonical Huffman decoder (count and symbol tables).
+// fastBits is the width of a decoder's lookup table: codes up to that
+// long decode with one lookup, longer ones bit by bit.
+const fastBits = 9
+
+// decoder is a canonical Huffman decoder: a lookup table for short codes
+// (symbol<<4 | length, 0 for none) and count and symbol tables for all.
 type decoder struct {
 	count  [16]uint16
 	symbol [288]uint16
+	fast   [1 << fastBits]uint16
 }
 
 // build sets d up for lens; it fails on an over-subscribed code.
@@ -156,6 +162,24 @@ func (d *decoder) build(lens []uint8) bool {
 			d.symbol[offs[l]] = uint16(s)
 			offs[l]++
 		}
+	}
+	// Canonical codes in symbol order within each length, bit-reversed
+	// because the stream sends them most significant bit first.
+	d.fast = [1 << fastBits]uint16{}
+	code, k := 0, 0
+	for l := 1; l <= fastBits; l++ {
+		for n := 0; n < int(d.count[l]); n++ {
+			var r int
+			for i := 0; i < l; i++ {
+				r = r<<1 | code>>i&1
+			}
+			for f := r; f < 1<<fastBits; f += 1 << l {
+				d.fast[f] = d.symbol[k]<<4 | uint16(l)
+			}
+			code++
+			k++
+		}
+		code <<= 1
 	}
 	return true
 }
@@ -256,6 +280,13 @@ func (r *bitReader) bits(n uint) (uint32, bool) {
 }
 
 func (r *bitReader) decode(d *decoder) (int, bool) {
+	if i := int(r.pos >> 3); i+2 < len(r.b) {
+		v := (uint32(r.b[i]) | uint32(r.b[i+1])<<8 | uint32(r.b[i+2])<<16) >> uint(r.pos&7)
+		if e := d.fast[v&(1<<fastBits-1)]; e != 0 {
+			r.pos += int64(e & 15)
+			return int(e >> 4), true
+		}
+	}
 	code, first, index := 0, 0, 0
 	for l := 1; l < 16; l++ {
 		if r.pos >= int64(len(r.b))*8 {
