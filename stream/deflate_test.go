@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -48,11 +49,16 @@ func gz(t testing.TB, b []byte, level int) []byte {
 // old one), stored at another offset, big enough (about 1 MB
 // compressed) to span several ops.
 func deflateImages(t testing.TB) (src, tgt []byte) {
+	return deflateImagesWith(t, func(b []byte) []byte { return gz(t, b, 9) })
+}
+
+// deflateImagesWith is deflateImages with compress making the gzip files.
+func deflateImagesWith(t testing.TB, compress func([]byte) []byte) (src, tgt []byte) {
 	r := rand.New(rand.NewPCG(21, 22))
 	old := changelog(r, 3<<20)
 	neu := append(changelog(r, 3000), old...)
 	copy(neu[1<<20:], changelog(r, 300))
-	ogz, ngz := gz(t, old, 9), gz(t, neu, 9)
+	ogz, ngz := compress(old), compress(neu)
 	const size = 4 << 20
 	src = codeLike(r, size)
 	copy(src[100<<10:], ogz)
@@ -83,6 +89,36 @@ func TestDeflateOps(t *testing.T) {
 	t.Logf("delta %d bytes with deflate ops (%d ops, %d blob bytes), %d without", len(with), info.Ops[OpDeflate], info.DataBytes[OpDeflate], len(without))
 	if len(with)*10 > len(without) {
 		t.Fatalf("deflate ops do not pay: %d bytes with, %d without", len(with), len(without))
+	}
+	for _, w := range []int{1, 3} {
+		if s, _ := build(t, src, tgt, BuildOptions{Workers: w}); !bytes.Equal(s, with) {
+			t.Fatalf("the stream built with %d workers differs", w)
+		}
+	}
+}
+
+// TestDeflateOpsGNUGzip: the same with the files made by GNU gzip, as
+// Debian packages ship them.
+func TestDeflateOpsGNUGzip(t *testing.T) {
+	if _, err := exec.LookPath("gzip"); err != nil {
+		t.Fatal("gzip is needed")
+	}
+	for _, level := range []string{"-1", "-6", "-9"} {
+		src, tgt := deflateImagesWith(t, func(b []byte) []byte {
+			cmd := exec.Command("gzip", level+"nc")
+			cmd.Stdin = bytes.NewReader(b)
+			out, err := cmd.Output()
+			if err != nil {
+				t.Fatalf("gzip %s: %v", level, err)
+			}
+			return out
+		})
+		with := roundTrip(t, src, tgt, BuildOptions{})
+		without := roundTrip(t, src, tgt, BuildOptions{NoDeflate: true})
+		t.Logf("gzip %s: delta %d bytes with deflate ops, %d without", level, len(with), len(without))
+		if len(with)*10 > len(without) {
+			t.Fatalf("gzip %s: deflate ops do not pay: %d bytes with, %d without", level, len(with), len(without))
+		}
 	}
 }
 
