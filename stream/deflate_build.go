@@ -17,10 +17,11 @@ import (
 // nearly every compressed bit, so byte matching finds nothing in it, while
 // its content differs by a few lines. The builder finds such members in the
 // changed part of the target, pairs each with the member in the source
-// whose content is most alike (by a sketch of its content), and encodes the new member's puff
-// (package puff) as patch programs over the old member's puff, cut at block
-// boundaries into ops of at most MaxOpTarget target bytes that each apply on
-// their own. It keeps them only where they are smaller than the plain ops.
+// whose content is most alike (by a sketch of its content), and encodes the
+// new member's puff (package puff) as patch programs over the old member's
+// puff, cut at block boundaries into ops of at most MaxOpTarget target bytes
+// that each apply on their own. It keeps them only where they are smaller
+// than the plain ops.
 
 const (
 	// minDeflate is the smallest deflate stream worth deflate ops: below
@@ -67,18 +68,21 @@ func scanDeflate(img []byte, lo, hi, minLen int, withPuff bool) []*deflateStream
 		}
 		ds := &deflateStream{off: at + n}
 		var opt puff.Options
+		dst := scratch[:0]
 		if withPuff {
+			// A kept puff must not share scratch's memory.
 			opt.OnBlock = func(b puff.Block) { ds.blocks = append(ds.blocks, b) }
+			dst = nil
 		}
-		pf, res, err := puff.Puff(scratch[:0], img[ds.off:], &opt)
-		if err != nil || res.End/8 < int64(minLen) {
+		pf, res, err := puff.Puff(dst, img[ds.off:], &opt)
+		if !withPuff {
 			scratch = pf
+		}
+		if err != nil || res.End/8 < int64(minLen) {
 			continue
 		}
 		if withPuff {
 			ds.puff = pf
-		} else {
-			scratch = pf
 		}
 		ds.endBit, ds.end = res.End, ds.off+int(res.End/8)
 		out = append(out, ds)
