@@ -3,6 +3,7 @@ package stream
 import (
 	"bytes"
 	"compress/flate"
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -52,10 +53,10 @@ type deflatePair struct {
 
 // scanDeflate returns the gzip members' deflate streams in img[lo:hi] of at
 // least minLen bytes (each may run past hi), with their puffs if withPuff.
-func scanDeflate(img []byte, lo, hi, minLen int, withPuff bool) []*deflateStream {
+func scanDeflate(ctx context.Context, img []byte, lo, hi, minLen int, withPuff bool) []*deflateStream {
 	var out []*deflateStream
 	var scratch []byte // puff of streams not kept
-	for p := lo; p < hi; {
+	for p := lo; p < hi && ctx.Err() == nil; {
 		k := bytes.Index(img[p:hi], []byte{0x1f, 0x8b, 0x08})
 		if k < 0 {
 			break
@@ -124,7 +125,11 @@ func sketch(raw []byte) ([]uint64, bool) {
 // findDeflate finds the target's changed gzip members, pairs them with
 // source members and cuts the planned ops at their ends, so the plain ops
 // of each member can be swapped for deflate ops after encoding.
+//
+// It stops early, having paired nothing, once the build's context ends
+// (Build then returns the context's error).
 func (b *builder) findDeflate() {
+	ctx := b.opts.Context
 	var tgts []*deflateStream
 	nb := len(b.class)
 	for i := 0; i < nb; {
@@ -140,7 +145,7 @@ func (b *builder) findDeflate() {
 		if n := len(tgts); n > 0 && tgts[n-1].end > lo {
 			lo = tgts[n-1].end
 		}
-		tgts = append(tgts, scanDeflate(b.tgt, lo, min(j*blockSize, len(b.tgt)), minDeflate, true)...)
+		tgts = append(tgts, scanDeflate(ctx, b.tgt, lo, min(j*blockSize, len(b.tgt)), minDeflate, true)...)
 		i = j
 	}
 	if len(tgts) == 0 {
@@ -149,6 +154,9 @@ func (b *builder) findDeflate() {
 	tsk := make([][]uint64, len(tgts))
 	want := map[uint64]bool{}
 	for i, t := range tgts {
+		if ctx.Err() != nil {
+			return
+		}
 		tsk[i], _ = sketch(b.tgt[t.off:t.end])
 		for _, h := range tsk[i] {
 			want[h] = true
@@ -167,7 +175,10 @@ func (b *builder) findDeflate() {
 		lens[i] = t.end - t.off
 	}
 	slices.Sort(lens)
-	for _, s := range scanDeflate(b.src, 0, len(b.src), minDeflate/4, false) {
+	for _, s := range scanDeflate(ctx, b.src, 0, len(b.src), minDeflate/4, false) {
+		if ctx.Err() != nil {
+			return
+		}
 		n := s.end - s.off
 		if k, _ := slices.BinarySearch(lens, n/4); k == len(lens) || lens[k] > 4*n {
 			continue
