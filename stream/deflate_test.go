@@ -205,7 +205,8 @@ func TestDeflateVersion1Refused(t *testing.T) {
 		t.Fatalf("deflate op under version 1: %v", err)
 	}
 	binary.LittleEndian.PutUint16(bad[8:], Version+1)
-	if _, _, err := apply(bad, src, ApplyOptions{}); !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), "update sysupdate first") {
+	_, _, err = apply(bad, src, ApplyOptions{})
+	if !errors.Is(err, ErrVersion) || !strings.Contains(err.Error(), "update sysupdate first") || strings.Contains(err.Error(), "download the stream again") {
 		t.Fatalf("version %d: %v", Version+1, err)
 	}
 }
