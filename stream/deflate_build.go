@@ -51,11 +51,12 @@ type deflatePair struct {
 	tgt, src *deflateStream
 }
 
-// scanDeflate returns the gzip members' deflate streams in img[lo:hi] of at
-// least minLen bytes (each may run past hi), with their puffs if withPuff.
-func scanDeflate(ctx context.Context, img []byte, lo, hi, minLen int, withPuff bool) []*deflateStream {
+// scanDeflate returns the gzip members' deflate streams that start in
+// img[lo:hi] and hold at least minLen bytes (each may run past hi). It
+// keeps their extent only; the caller puffs the ones it uses.
+func scanDeflate(ctx context.Context, img []byte, lo, hi, minLen int) []*deflateStream {
 	var out []*deflateStream
-	var scratch []byte // puff of streams not kept
+	var scratch []byte
 	for p := lo; p < hi && ctx.Err() == nil; {
 		k := bytes.Index(img[p:hi], []byte{0x1f, 0x8b, 0x08})
 		if k < 0 {
@@ -67,25 +68,13 @@ func scanDeflate(ctx context.Context, img []byte, lo, hi, minLen int, withPuff b
 		if err != nil {
 			continue
 		}
-		ds := &deflateStream{off: at + n}
-		var opt puff.Options
-		dst := scratch[:0]
-		if withPuff {
-			// A kept puff must not share scratch's memory.
-			opt.OnBlock = func(b puff.Block) { ds.blocks = append(ds.blocks, b) }
-			dst = nil
-		}
-		pf, res, err := puff.Puff(dst, img[ds.off:], &opt)
-		if !withPuff {
-			scratch = pf
-		}
+		var res puff.Result
+		scratch, res, err = puff.Puff(scratch[:0], img[at+n:], nil)
 		if err != nil || res.End/8 < int64(minLen) {
 			continue
 		}
-		if withPuff {
-			ds.puff = pf
-		}
-		ds.endBit, ds.end = res.End, ds.off+int(res.End/8)
+		ds := &deflateStream{off: at + n, endBit: res.End}
+		ds.end = ds.off + int(res.End/8)
 		out = append(out, ds)
 		p = ds.end
 	}
@@ -130,23 +119,27 @@ func sketch(raw []byte) ([]uint64, bool) {
 // (Build then returns the context's error).
 func (b *builder) findDeflate() {
 	ctx := b.opts.Context
+	// Every member of the target, kept if any of its blocks changed: a
+	// member whose first blocks stayed the same (new text near its end)
+	// counts too.
 	var tgts []*deflateStream
-	nb := len(b.class)
-	for i := 0; i < nb; {
-		if b.class[i]&^blkMerged != blkOther {
-			i++
+	for _, t := range scanDeflate(ctx, b.tgt, 0, len(b.tgt), minDeflate) {
+		changed := false
+		for k := t.off / blockSize; k <= (t.end-1)/blockSize && k < len(b.class); k++ {
+			if b.class[k]&^blkMerged == blkOther {
+				changed = true
+				break
+			}
+		}
+		if !changed {
 			continue
 		}
-		j := i + 1
-		for j < nb && b.class[j]&^blkMerged == blkOther {
-			j++
+		pf, _, err := puff.Puff(nil, b.tgt[t.off:t.end], &puff.Options{OnBlock: func(x puff.Block) { t.blocks = append(t.blocks, x) }})
+		if err != nil {
+			continue // cannot happen: the scan just puffed it
 		}
-		lo := i * blockSize
-		if n := len(tgts); n > 0 && tgts[n-1].end > lo {
-			lo = tgts[n-1].end
-		}
-		tgts = append(tgts, scanDeflate(ctx, b.tgt, lo, min(j*blockSize, len(b.tgt)), minDeflate, true)...)
-		i = j
+		t.puff = pf
+		tgts = append(tgts, t)
 	}
 	if len(tgts) == 0 {
 		return
@@ -175,7 +168,7 @@ func (b *builder) findDeflate() {
 		lens[i] = t.end - t.off
 	}
 	slices.Sort(lens)
-	for _, s := range scanDeflate(ctx, b.src, 0, len(b.src), minDeflate/4, false) {
+	for _, s := range scanDeflate(ctx, b.src, 0, len(b.src), minDeflate/4) {
 		if ctx.Err() != nil {
 			return
 		}

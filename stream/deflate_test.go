@@ -122,6 +122,31 @@ func TestDeflateOpsGNUGzip(t *testing.T) {
 	}
 }
 
+// TestDeflateChangeNearEnd: a member changed only near its end, in place,
+// so its first blocks (and its gzip header) are unchanged image blocks:
+// it is still found, and its deflate ops beat the plain ones.
+func TestDeflateChangeNearEnd(t *testing.T) {
+	r := rand.New(rand.NewPCG(41, 42))
+	old := changelog(r, 2<<20)
+	neu := bytes.Clone(old)
+	copy(neu[len(neu)-100<<10:], changelog(r, 200))
+	ogz, ngz := gz(t, old, 6), gz(t, neu, 6)
+	src := codeLike(r, 3<<20)
+	copy(src[64<<10:], ogz)
+	tgt := bytes.Clone(src)
+	copy(tgt[64<<10:], ngz)
+	if !bytes.Equal(tgt[64<<10:72<<10], src[64<<10:72<<10]) {
+		t.Fatal("test setup: the member's first blocks should be unchanged")
+	}
+	with := roundTrip(t, src, tgt, BuildOptions{})
+	without := roundTrip(t, src, tgt, BuildOptions{NoDeflate: true})
+	info, _ := Inspect(context.Background(), bytes.NewReader(with))
+	t.Logf("delta %d bytes with deflate ops (%d ops), %d without", len(with), info.Ops[OpDeflate], len(without))
+	if info.Ops[OpDeflate] == 0 || len(with) >= len(without) {
+		t.Fatalf("member changed near its end: %d deflate ops, %d bytes with, %d without", info.Ops[OpDeflate], len(with), len(without))
+	}
+}
+
 // deflateFixture is a built deflate stream and where its deflate ops are.
 func deflateFixture(t *testing.T) (src, tgt, s []byte, h *Header, ops []Op, blobAt []int64) {
 	src, tgt = deflateImages(t)
