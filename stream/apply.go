@@ -8,6 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/sysupdate/sysupdate/stream/puff"
 )
 
 // ApplyOptions tune Apply and Resume. The zero value applies a full-image
@@ -363,9 +365,13 @@ type applier struct {
 	dec              *decoder
 	table, blob, win []byte
 	payload          []byte
-	zero             []byte
-	ops              []Op
-	seg, op          int // the segment and op being applied
+	// Deflate ops only, allocated at the first one: the puff of the
+	// source blocks (at most MaxWindow) and the puff the program makes (at
+	// most MaxPayload).
+	pwin, npuff []byte
+	zero        []byte
+	ops         []Op
+	seg, op     int // the segment and op being applied
 }
 
 func newApplier(h *Header, src io.ReaderAt) (*applier, error) {
@@ -504,10 +510,45 @@ func (a *applier) decodeOp(i int, o *Op) ([]byte, error) {
 	// The blob is decoded: its buffer holds the op's output now.
 	a.blob = grow(a.blob, max(o.TargetLen, int64(h.Limits.MaxData)))
 	out := a.blob[:o.TargetLen]
+	if o.Type == OpDeflate {
+		return a.deflate(i, o, win, out)
+	}
 	if err := runPatch(a.payload, win, out); err != nil {
 		return nil, &OpError{Op: i, Offset: o.TargetOff, Fault: FaultStream, Err: err}
 	}
 	return out, nil
+}
+
+// deflate finishes a deflate op whose program is in a.payload: it puffs
+// the source blocks in win (checked against the op's source hash), runs
+// the program over that puff, and huffs the result into out, which it must
+// fill exactly. Every buffer is bounded by the header's limits: the puff
+// window by MaxWindow, the new puff by MaxPayload, out by MaxOpTarget.
+func (a *applier) deflate(i int, o *Op, win, out []byte) ([]byte, error) {
+	bad := func(format string, args ...any) error {
+		return &OpError{Op: i, Offset: o.TargetOff, Fault: FaultStream, Err: fmt.Errorf("%w: deflate op: %s", ErrFormat, fmt.Sprintf(format, args...))}
+	}
+	a.pwin = grow(a.pwin, int64(a.h.Limits.MaxWindow))
+	pw, res, err := puff.Puff(a.pwin[:0], win, &puff.Options{StartBit: uint(o.SourceBit), MaxBlocks: int(o.SourceBlocks), MaxPuff: int(o.WindowLen)})
+	if err != nil {
+		return nil, bad("source blocks: %v", err)
+	}
+	if int64(len(pw)) != o.WindowLen || int64(res.Blocks) != o.SourceBlocks {
+		return nil, bad("source blocks puff to %d bytes in %d blocks, the op declares %d in %d", len(pw), res.Blocks, o.WindowLen, o.SourceBlocks)
+	}
+	a.npuff = grow(a.npuff, int64(a.h.Limits.MaxPayload))
+	np := a.npuff[:o.PuffLen]
+	if err := runPatch(a.payload, pw, np); err != nil {
+		return nil, &OpError{Op: i, Offset: o.TargetOff, Fault: FaultStream, Err: err}
+	}
+	got, _, _, err := puff.HuffPiece(out[:0], np, o.PrefixBits, len(out))
+	if err != nil {
+		return nil, bad("%v", err)
+	}
+	if len(got) != len(out) {
+		return nil, bad("puff encodes %d bytes for %d target bytes", len(got), len(out))
+	}
+	return got, nil
 }
 
 // runPatch executes a patch program (see docs/stream-format.md) over win

@@ -37,6 +37,11 @@ type BuildOptions struct {
 	// default: fastest to apply) or CodecZstd (smaller). Deltas always use
 	// zstd, whose entropy coder matters on difference bytes.
 	FullCodec uint8
+	// NoDeflate turns off deflate ops: without it a delta re-encodes
+	// gzip members that changed as deflate ops against their old
+	// version (format version 2, see docs/stream-format.md) when that is
+	// smaller. Set it for fleets whose sysupdate reads only version 1.
+	NoDeflate bool
 	// Context, when non-nil, stops the build with its error once it is
 	// done: checked between stages and before each op is encoded, so a
 	// cancelled build of a large image ends within a fraction of a second
@@ -46,9 +51,9 @@ type BuildOptions struct {
 
 // BuildStats counts what Build produced, by op type.
 type BuildStats struct {
-	Ops         [4]int   // number of ops of each type
-	TargetBytes [4]int64 // target bytes each type produces
-	DataBytes   [4]int64 // encoded blob bytes of each type
+	Ops         [NumOpTypes]int   // number of ops of each type
+	TargetBytes [NumOpTypes]int64 // target bytes each type produces
+	DataBytes   [NumOpTypes]int64 // encoded blob bytes of each type
 }
 
 // Build writes to w a stream that turns source (sourceSize bytes) into
@@ -112,9 +117,15 @@ func Build(w io.Writer, target io.ReaderAt, targetSize int64, source io.ReaderAt
 		return nil, nil, err
 	}
 	b.plan(source != nil)
+	if source != nil && !opts.NoDeflate {
+		b.findDeflate()
+	}
 	// The hashes only go into the header: encode while they run, so all
 	// cores stay busy from the start.
 	err = b.encodeAll()
+	if err == nil && len(b.deflates) > 0 {
+		err = b.deflatePass()
+	}
 	wg.Wait()
 	if err == nil {
 		err = ctx.Err()
@@ -122,6 +133,7 @@ func Build(w io.Writer, target io.ReaderAt, targetSize int64, source io.ReaderAt
 	if err != nil {
 		return nil, nil, err
 	}
+	h.Version = b.version
 	b.segment(h)
 	hdr := h.marshal()
 	if _, err := w.Write(hdr); err != nil {
@@ -207,6 +219,8 @@ type builder struct {
 	idx      *index
 	unmap    []func()
 	class    []uint8 // per target block: blkZero, blkSame, blkOther (| blkMerged)
+	deflates []deflatePair
+	version  uint16 // format version the stream needs (0: 1)
 }
 
 const (
@@ -553,6 +567,32 @@ func (e *encoder) patch(j *job, prog []instr) (bool, error) {
 		})
 		return winStart[i] + s - ext[i].Off
 	}
+	payload := program(e.b.src, e.b.tgt, prog, wpos)
+	if len(payload) > int(lim.MaxPayload) {
+		return false, nil
+	}
+	blob, err := e.compress(CodecZstd, payload)
+	if err != nil {
+		return false, err
+	}
+	if len(blob) > int(lim.MaxData) {
+		return false, nil
+	}
+	o.Type, o.Codec, o.Extents = OpPatch, CodecZstd, slices.Clone(ext)
+	h := sha256.New()
+	for _, x := range ext {
+		h.Write(e.b.src[x.Off : x.Off+x.Len])
+	}
+	h.Sum(o.SourceHash[:0])
+	o.PayloadLen, o.DataLen, o.DataHash = int64(len(payload)), int64(len(blob)), sha256.Sum256(blob)
+	j.blob = blob
+	return true, nil
+}
+
+// program encodes prog (in src and tgt coordinates) as a patch program
+// whose window position of source offset s is wpos(s): exact runs inside
+// aligned regions become copies, the rest adds with difference bytes.
+func program(src, tgt []byte, prog []instr, wpos func(int64) int64) []byte {
 	var ctrl, diff, extra []byte
 	var cursor int64
 	emit := func(kind uint8, n int, s int) {
@@ -566,12 +606,12 @@ func (e *encoder) patch(j *job, prog []instr) (bool, error) {
 	for _, in := range prog {
 		if in.kind == insInsert {
 			emit(insInsert, in.n, 0)
-			extra = append(extra, e.b.tgt[in.t:in.t+in.n]...)
+			extra = append(extra, tgt[in.t:in.t+in.n]...)
 			continue
 		}
 		// Split the aligned region into exact runs (copied, no difference
 		// bytes) and the stretches between them (added with differences).
-		s, t := e.b.src[in.s:in.s+in.n], e.b.tgt[in.t:in.t+in.n]
+		s, t := src[in.s:in.s+in.n], tgt[in.t:in.t+in.n]
 		addFrom := 0
 		for i := 0; i < len(t); {
 			if s[i] != t[i] {
@@ -605,23 +645,5 @@ func (e *encoder) patch(j *job, prog []instr) (bool, error) {
 	payload := binary.AppendUvarint(nil, uint64(len(ctrl)))
 	payload = binary.AppendUvarint(payload, uint64(len(diff)))
 	payload = append(append(append(payload, ctrl...), diff...), extra...)
-	if len(payload) > int(lim.MaxPayload) {
-		return false, nil
-	}
-	blob, err := e.compress(CodecZstd, payload)
-	if err != nil {
-		return false, err
-	}
-	if len(blob) > int(lim.MaxData) {
-		return false, nil
-	}
-	o.Type, o.Codec, o.Extents = OpPatch, CodecZstd, slices.Clone(ext)
-	h := sha256.New()
-	for _, x := range ext {
-		h.Write(e.b.src[x.Off : x.Off+x.Len])
-	}
-	h.Sum(o.SourceHash[:0])
-	o.PayloadLen, o.DataLen, o.DataHash = int64(len(payload)), int64(len(blob)), sha256.Sum256(blob)
-	j.blob = blob
-	return true, nil
+	return payload
 }

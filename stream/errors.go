@@ -63,7 +63,12 @@ type FormatError struct {
 }
 
 func (e *FormatError) Error() string {
-	return fmt.Sprintf("stream header at byte %d: %s (%v); %s", e.Offset, e.Msg, e.Err, FaultStream.advice())
+	advice := FaultStream.advice()
+	if e.Err == ErrVersion {
+		// The stream is fine; this reader is too old for it.
+		advice = "the stream is not damaged: install the full-image stream (Build writes full streams in format 1) or update sysupdate"
+	}
+	return fmt.Sprintf("stream header at byte %d: %s (%v); %s", e.Offset, e.Msg, e.Err, advice)
 }
 
 func (e *FormatError) Unwrap() error { return e.Err }

@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/sysupdate/sysupdate/stream/puff"
 )
 
 // HashSize is the size of every hash in the format (SHA-256).
@@ -25,9 +27,15 @@ func (h Hash) IsZero() bool { return h == Hash{} }
 // catch transfers that mangle binary data.
 var magic = [8]byte{0x89, 'S', 'U', 'P', '\r', '\n', 0x1a, '\n'}
 
-// Version is the format version this package writes and the highest it
-// reads.
-const Version = 1
+// Version is the highest format version this package reads. Build writes
+// version 1 unless the stream holds deflate ops (versionDeflate), so that
+// devices running an older sysupdate still read every stream that does not
+// need the newer op, and refuse the others with ErrVersion ("update
+// sysupdate first") instead of misreading them.
+const Version = 2
+
+// versionDeflate is the first format version with OpDeflate.
+const versionDeflate = 2
 
 const preambleSize = 16 // magic, version u16, flags u16, header length u32
 
@@ -37,9 +45,17 @@ const (
 	OpCopy  = 1 // target range is the source extents, byte for byte
 	OpData  = 2 // target range is the decoded data blob
 	OpPatch = 3 // target range is a program over the source extents and the decoded blob
+	// OpDeflate: target range is part of a deflate stream, re-encoded
+	// (puff.HuffPiece) from a puff that a patch program builds over the
+	// puff of deflate blocks in the source extents (format version 2).
+	OpDeflate = 4
 )
 
-var opNames = [...]string{"zero", "copy", "data", "patch"}
+// NumOpTypes is the number of op types: the length of the per-type arrays
+// of BuildStats and Info.
+const NumOpTypes = 5
+
+var opNames = [...]string{"zero", "copy", "data", "patch", "deflate"}
 
 // Codecs for data blobs.
 const (
@@ -103,7 +119,8 @@ type Header struct {
 	// release metadata carries to authenticate the whole stream. Set by
 	// Build and ReadHeader.
 	Hash Hash
-	// Version is the format version.
+	// Version is the format version: 1, or 2 when the stream holds
+	// deflate ops (Build sets it; 0 is written as 1).
 	Version uint16
 	// TargetSize and TargetHash describe the image the stream produces:
 	// TargetHash is its plain SHA-256 (what sha256sum prints), for people,
@@ -156,11 +173,13 @@ func (h *Header) marshal() []byte {
 	}
 	out := make([]byte, 0, preambleSize+len(body))
 	out = append(out, magic[:]...)
-	out = binary.LittleEndian.AppendUint16(out, Version)
+	if h.Version == 0 {
+		h.Version = 1
+	}
+	out = binary.LittleEndian.AppendUint16(out, h.Version)
 	out = binary.LittleEndian.AppendUint16(out, 0)
 	out = binary.LittleEndian.AppendUint32(out, uint32(len(body)))
 	out = append(out, body...)
-	h.Version = Version
 	h.Hash = sha256.Sum256(out)
 	h.HeaderLen = int64(len(out))
 	return out
@@ -253,6 +272,18 @@ type Op struct {
 	PayloadLen int64
 	// DataHash is the SHA-256 of the encoded blob.
 	DataHash Hash
+	// Deflate ops only: SourceBit is the bit of the window's first byte
+	// where the first source deflate block starts (0-7); SourceBlocks is
+	// how many source blocks the window holds and WindowLen the length of
+	// their puff (the program's window). PrefixBits are the bits of the
+	// target's first byte that the previous op's blocks end with (the op
+	// writes that byte whole). PuffLen is the length of the puff the
+	// program produces, which huffs to exactly TargetLen bytes.
+	SourceBit    uint8
+	SourceBlocks int64
+	WindowLen    int64
+	PrefixBits   puff.Bits
+	PuffLen      int64
 }
 
 // Extent is a byte range of the source image.
@@ -270,11 +301,17 @@ func (o *Op) windowLen() int64 {
 	return n
 }
 
+// hasBlob reports whether ops of o's type carry a data blob.
+func (o *Op) hasBlob() bool { return o.Type == OpData || o.Type == OpPatch || o.Type == OpDeflate }
+
+// readsSource reports whether ops of o's type read source extents.
+func (o *Op) readsSource() bool { return o.Type == OpCopy || o.Type == OpPatch || o.Type == OpDeflate }
+
 // appendOp encodes o into an op table.
 func appendOp(b []byte, o *Op) []byte {
 	b = append(b, o.Type, o.Codec)
 	b = binary.AppendUvarint(b, uint64(o.TargetLen))
-	if o.Type == OpCopy || o.Type == OpPatch {
+	if o.readsSource() {
 		b = binary.AppendUvarint(b, uint64(len(o.Extents)))
 		var end int64
 		for _, e := range o.Extents {
@@ -284,7 +321,14 @@ func appendOp(b []byte, o *Op) []byte {
 		}
 		b = append(b, o.SourceHash[:]...)
 	}
-	if o.Type == OpData || o.Type == OpPatch {
+	if o.Type == OpDeflate {
+		b = append(b, o.SourceBit)
+		b = binary.AppendUvarint(b, uint64(o.SourceBlocks))
+		b = binary.AppendUvarint(b, uint64(o.WindowLen))
+		b = append(b, o.PrefixBits.N, o.PrefixBits.V)
+		b = binary.AppendUvarint(b, uint64(o.PuffLen))
+	}
+	if o.hasBlob() {
 		b = binary.AppendUvarint(b, uint64(o.DataLen))
 		b = binary.AppendUvarint(b, uint64(o.PayloadLen))
 		b = append(b, o.DataHash[:]...)
@@ -318,10 +362,13 @@ func parseTable(tab []byte, h *Header, seg *Segment, targetOff int64, opBase int
 		}
 		o := Op{Type: tab[p], Codec: tab[p+1], TargetOff: targetOff}
 		p += 2
-		if o.Type > OpPatch {
+		if o.Type > OpDeflate {
 			return nil, fail(i, "unknown op type %d", o.Type)
 		}
-		if o.Codec > CodecZstd || (o.Codec != CodecNone && o.Type != OpData && o.Type != OpPatch) {
+		if o.Type == OpDeflate && h.Version < versionDeflate {
+			return nil, fail(i, "deflate op in a format version %d stream", h.Version)
+		}
+		if o.Codec > CodecZstd || (o.Codec != CodecNone && !o.hasBlob()) {
 			return nil, fail(i, "invalid codec %d for %s op", o.Codec, opNames[o.Type])
 		}
 		tl, ok := uv()
@@ -332,7 +379,7 @@ func parseTable(tab []byte, h *Header, seg *Segment, targetOff int64, opBase int
 		if o.Type != OpZero && tl > uint64(lim.MaxOpTarget) {
 			return nil, fail(i, "target length %d exceeds the declared limit %d", tl, lim.MaxOpTarget)
 		}
-		if o.Type == OpCopy || o.Type == OpPatch {
+		if o.readsSource() {
 			if !h.IsDelta() {
 				return nil, fail(i, "%s op in a full-image stream", opNames[o.Type])
 			}
@@ -364,7 +411,29 @@ func parseTable(tab []byte, h *Header, seg *Segment, targetOff int64, opBase int
 			copy(o.SourceHash[:], tab[p:])
 			p += HashSize
 		}
-		if o.Type == OpData || o.Type == OpPatch {
+		if o.Type == OpDeflate {
+			if len(tab)-p < 1 {
+				return nil, fail(i, "table ends inside deflate op")
+			}
+			o.SourceBit = tab[p]
+			p++
+			nb, ok1 := uv()
+			wl, ok2 := uv()
+			if !ok1 || !ok2 || o.SourceBit > 7 || nb == 0 || wl == 0 || wl > uint64(lim.MaxWindow) || nb > wl {
+				return nil, fail(i, "deflate source (bit %d, %d blocks, %d-byte puff) invalid or over the window limit %d", o.SourceBit, nb, wl, lim.MaxWindow)
+			}
+			if len(tab)-p < 2 {
+				return nil, fail(i, "table ends inside deflate op")
+			}
+			o.PrefixBits = puff.Bits{N: tab[p], V: tab[p+1]}
+			p += 2
+			pl, ok := uv()
+			if !ok || o.PrefixBits.N > 7 || o.PrefixBits.V>>o.PrefixBits.N != 0 || pl == 0 || pl > uint64(lim.MaxPayload) {
+				return nil, fail(i, "deflate prefix bits or puff length %d invalid or over the decoded limit %d", pl, lim.MaxPayload)
+			}
+			o.SourceBlocks, o.WindowLen, o.PuffLen = int64(nb), int64(wl), int64(pl)
+		}
+		if o.hasBlob() {
 			dl, ok1 := uv()
 			pl, ok2 := uv()
 			if !ok1 || !ok2 || dl == 0 || dl > uint64(lim.MaxData) || pl > uint64(lim.MaxPayload) {

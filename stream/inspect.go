@@ -11,16 +11,16 @@ type Info struct {
 	Header *Header
 	// Ops, TargetBytes and DataBytes count ops, the target bytes they
 	// produce and their encoded blob bytes, indexed by op type.
-	Ops         [4]int
-	TargetBytes [4]int64
-	DataBytes   [4]int64
+	Ops         [NumOpTypes]int
+	TargetBytes [NumOpTypes]int64
+	DataBytes   [NumOpTypes]int64
 	// Codecs counts blobs by codec.
 	Codecs [3]int
 	// SourceBytes is how many source bytes copy and patch ops read.
 	SourceBytes int64
 }
 
-// OpName returns the name of an op type ("zero", "copy", "data", "patch").
+// OpName returns the name of an op type ("zero", "copy", "data", "patch", "deflate").
 func OpName(t int) string { return opNames[t] }
 
 // CodecName returns the name of a codec ("none", "lz4", "zstd").

@@ -22,6 +22,7 @@ func runDelta(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	out := fs.String("o", "", "output stream file")
 	workers := fs.Int("workers", 0, "goroutines (0: one per CPU)")
 	codec := fs.String("full-codec", "lz4", "codec of full-image data ops: lz4 (fastest apply) or zstd (smaller)")
+	deflate := fs.Bool("deflate", true, "patch changed gzip members by content (deflate ops, stream format 2); false for devices whose sysupdate reads only format 1")
 	pos, err := parseFlags(fs, args)
 	if err != nil {
 		return err
@@ -30,7 +31,7 @@ func runDelta(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fs.Usage()
 		return usageError("delta needs --to NEW.img and -o OUT (and --from OLD.img for a delta)")
 	}
-	opts := stream.BuildOptions{Workers: *workers, Context: ctx}
+	opts := stream.BuildOptions{Workers: *workers, Context: ctx, NoDeflate: !*deflate}
 	switch *codec {
 	case "lz4":
 		opts.FullCodec = stream.CodecLZ4
@@ -71,11 +72,11 @@ func runDelta(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if h.IsDelta() {
 		kind = "delta"
 	}
-	fmt.Fprintf(stdout, "%s stream %s: %d bytes (%.2f%% of the image) in %.1fs\nheader hash %s\n", kind, *out, h.StreamSize,
-		100*float64(h.StreamSize)/float64(max(1, tsize)), time.Since(start).Seconds(), h.Hash)
-	for t := 0; t < 4; t++ {
+	fmt.Fprintf(stdout, "%s stream %s: %d bytes (%.2f%% of the image) in %.1fs, format version %d\nheader hash %s\n", kind, *out, h.StreamSize,
+		100*float64(h.StreamSize)/float64(max(1, tsize)), time.Since(start).Seconds(), h.Version, h.Hash)
+	for t := 0; t < stream.NumOpTypes; t++ {
 		if st.Ops[t] > 0 {
-			fmt.Fprintf(stdout, "  %-5s %7d ops %14d target bytes %12d stream bytes\n", stream.OpName(t), st.Ops[t], st.TargetBytes[t], st.DataBytes[t])
+			fmt.Fprintf(stdout, "  %-7s %7d ops %14d target bytes %12d stream bytes\n", stream.OpName(t), st.Ops[t], st.TargetBytes[t], st.DataBytes[t])
 		}
 	}
 	return nil

@@ -295,7 +295,7 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 			out["source_size"], out["source_hash"] = h.SourceSize, h.SourceHash.String()
 		}
 		ops := map[string]opStat{}
-		for t := 0; t < 4; t++ {
+		for t := 0; t < stream.NumOpTypes; t++ {
 			ops[stream.OpName(t)] = opStat{info.Ops[t], info.TargetBytes[t], info.DataBytes[t]}
 		}
 		out["ops"] = ops
@@ -314,9 +314,9 @@ func runInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	l := h.Limits
 	fmt.Fprintf(stdout, "buffers:      op %d, window %d, blob %d, decoded %d, table %d bytes\n", l.MaxOpTarget, l.MaxWindow, l.MaxData, l.MaxPayload, l.MaxTable)
-	fmt.Fprintf(stdout, "%-6s %8s %16s %14s\n", "op", "count", "target bytes", "stream bytes")
-	for t := 0; t < 4; t++ {
-		fmt.Fprintf(stdout, "%-6s %8d %16d %14d\n", stream.OpName(t), info.Ops[t], info.TargetBytes[t], info.DataBytes[t])
+	fmt.Fprintf(stdout, "%-7s %8s %16s %14s\n", "op", "count", "target bytes", "stream bytes")
+	for t := 0; t < stream.NumOpTypes; t++ {
+		fmt.Fprintf(stdout, "%-7s %8d %16d %14d\n", stream.OpName(t), info.Ops[t], info.TargetBytes[t], info.DataBytes[t])
 	}
 	fmt.Fprintf(stdout, "blobs by codec: none %d, lz4 %d, zstd %d; source bytes read: %d\n", info.Codecs[0], info.Codecs[1], info.Codecs[2], info.SourceBytes)
 	fmt.Fprintf(stdout, "all table and blob hashes check out\n")
