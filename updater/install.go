@@ -442,6 +442,14 @@ func (e *Engine) write(ctx context.Context, c *client.Client, p slotPair, plan *
 		full := img.Full()
 		ir.Stream, ir.From, ir.FellBack = "full", 0, true
 		h, err = e.download(ctx, c, full, plan, slot, tgt, nil, m, &ir, base, span)
+	} else if err != nil && img.Delta && errors.Is(err, stream.ErrVersion) && ir.Written == 0 && ir.Skipped == 0 {
+		// A publisher newer than this device wrote the delta in a format
+		// it cannot read (format 2's deflate ops, say); full streams stay
+		// in the oldest format that holds them.
+		m.message("%s: the delta needs a newer sysupdate (%v); installing the full image instead (%d bytes)", img.Name, err, img.FullSize)
+		full := img.Full()
+		ir.Stream, ir.From, ir.FellBack = "full", 0, true
+		h, err = e.download(ctx, c, full, plan, slot, tgt, nil, m, &ir, base, span)
 	} else if err != nil && img.Delta && errors.Is(err, stream.ErrSourceMismatch) {
 		m.message("%s: the running slot is not the image the delta was made from (%v); falling back to the full image (%d bytes)", img.Name, err, img.FullSize)
 		full := img.Full()

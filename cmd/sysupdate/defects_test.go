@@ -178,6 +178,31 @@ func TestFetchErrorKeepsFallback(t *testing.T) {
 	}
 }
 
+// TestTooNewDeltaFallsBack: a delta in a format version this device does
+// not read (a newer publisher) is refused before a byte is written, and
+// the update installs the full image instead.
+func TestTooNewDeltaFallsBack(t *testing.T) {
+	d := newDevice(t)
+	d.factory()
+	d.publish(2)
+	p := filepath.Join(d.repo, "streams", "board", "rootfs", "2-from-1.sus")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[8], b[9] = 0xff, 0x7f // the preamble's format version
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, stderr, err := d.update()
+	if err != nil || !res.Switched || len(res.Images) != 1 || res.Images[0].Stream != "full" || !res.Images[0].FellBack || !res.Images[0].Verified {
+		t.Fatalf("update with a too-new delta: %+v, %v\n%s", res, err, stderr)
+	}
+	if !strings.Contains(stderr, "needs a newer sysupdate") {
+		t.Fatalf("no message saying why the delta was not used:\n%s", stderr)
+	}
+}
+
 // TestBrokenStateFile: a corrupt, empty or null state file does not stop
 // mark-good from confirming a working slot; it says what was wrong and
 // rebuilds; status reports it instead of failing.
