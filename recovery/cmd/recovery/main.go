@@ -10,6 +10,15 @@
 // such stick appears within -wait, or the install fails, it prints what
 // it looked for and returns, and u-root's init starts the shell (gosh).
 //
+// Before looking, it loads the kernel modules named in -modules DIR/order
+// (in that order, DIR/NAME.ko each: a kernel that builds its disk drivers
+// as modules needs them, and u-root's init loads /lib/modules/*.ko in name
+// order, which breaks dependencies) and mounts what -premount lists
+// (DEV:DIR:FSTYPE, comma-separated: e.g. the ESP holding the grubenv the
+// device configuration names). Its flags come from u-root's init
+// (/etc/uinit.flags in the image, or uroot.uinitargs= on the kernel
+// command line).
+//
 // Nothing here is durable by itself: every write is sysupdate's.
 package main
 
@@ -50,8 +59,41 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	keep := fs.String("keep", "", "slot to keep (default: the bootloader's next boot)")
 	mnt := fs.String("mount", "/mnt/usb", "where to mount the stick")
 	noReboot := fs.Bool("no-reboot", false, "do not reboot after installing")
+	modules := fs.String("modules", "", "load the kernel modules listed in DIR/order (DIR/NAME.ko) first")
+	premount := fs.String("premount", "", "comma-separated DEV:DIR:FSTYPE to mount before installing (e.g. the ESP holding the grubenv)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	// Everything mounted here is unmounted before the reboot (a clean
+	// FAT ESP) or when returning to the shell.
+	var mounted []string
+	unmountAll := func() {
+		for i := len(mounted) - 1; i >= 0; i-- {
+			unix.Unmount(mounted[i], 0)
+		}
+		mounted = nil
+	}
+	defer unmountAll()
+	fmt.Fprintf(out, "sysupdate-recovery: looking for a stick labelled %s\n", *label)
+	if *modules != "" {
+		if err := loadModules(*modules); err != nil {
+			return err
+		}
+	}
+	if *premount != "" {
+		ms, err := parseMounts(*premount)
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			if err := waitMount(ctx, m, *wait); err != nil {
+				return err
+			}
+			mounted = append(mounted, m.dir)
+		}
 	}
 	dev, fstype, err := findStick(ctx, *label, *wait)
 	if err != nil {
@@ -63,7 +105,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err := unix.Mount(dev, *mnt, fstype, unix.MS_RDONLY, ""); err != nil {
 		return fmt.Errorf("mount %s (%s) on %s: %w", dev, fstype, *mnt, err)
 	}
-	defer unix.Unmount(*mnt, 0)
+	mounted = append(mounted, *mnt)
 	repo, err := findRepo(*mnt)
 	if err != nil {
 		return fmt.Errorf("stick %s labelled %s: %w", dev, *label, err)
@@ -83,6 +125,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return fmt.Errorf("sysupdate install %s: %w", repo, err)
 	}
 	fmt.Fprintln(out, "sysupdate-recovery: installed; rebooting")
+	unmountAll()
 	unix.Sync()
 	if *noReboot {
 		return nil
@@ -160,4 +203,65 @@ func nextSlot(ctx context.Context, bin, config string) (string, error) {
 		return "", fmt.Errorf("sysupdate bootloader status names no next slot (%v): pass -keep SLOT", err)
 	}
 	return st.Next, nil
+}
+
+// loadModules loads dir/NAME.ko for every NAME in dir/order, in order; a
+// module already loaded (or built in) is not an error.
+func loadModules(dir string) error {
+	order, err := os.ReadFile(filepath.Join(dir, "order"))
+	if err != nil {
+		return fmt.Errorf("module list: %w", err)
+	}
+	for _, name := range strings.Fields(string(order)) {
+		path := filepath.Join(dir, name+".ko")
+		f, err := os.Open(path)
+		if err != nil {
+			return fmt.Errorf("load module: %w", err)
+		}
+		err = unix.FinitModule(int(f.Fd()), "", 0)
+		f.Close()
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("finit_module %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// mountSpec is one -premount entry.
+type mountSpec struct{ dev, dir, fstype string }
+
+// parseMounts parses -premount: DEV:DIR:FSTYPE entries separated by commas.
+func parseMounts(s string) ([]mountSpec, error) {
+	var ms []mountSpec
+	for _, e := range strings.Split(s, ",") {
+		f := strings.Split(e, ":")
+		if len(f) != 3 || !strings.HasPrefix(f[0], "/") || !strings.HasPrefix(f[1], "/") || f[2] == "" {
+			return nil, fmt.Errorf("-premount %q: want DEV:DIR:FSTYPE with absolute DEV and DIR", e)
+		}
+		ms = append(ms, mountSpec{f[0], f[1], f[2]})
+	}
+	return ms, nil
+}
+
+// waitMount mounts m, retrying while its device has not appeared yet (the
+// disk driver probes in the background), for at most wait.
+func waitMount(ctx context.Context, m mountSpec, wait time.Duration) error {
+	if err := os.MkdirAll(m.dir, 0o755); err != nil {
+		return fmt.Errorf("mount: %w", err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		err := unix.Mount(m.dev, m.dir, m.fstype, 0, "")
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENXIO) || time.Now().After(deadline) {
+			return fmt.Errorf("mount %s (%s) on %s: %w", m.dev, m.fstype, m.dir, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 }
