@@ -73,7 +73,10 @@ func run(args []string) error {
 	if err != nil {
 		return err
 	}
-	env := golang.Default(golang.DisableCGO(), golang.WithGOARCH(*arch), golang.WithWorkingDir(wd))
+	// goshsmall: gosh reads plain lines from the console. Its default
+	// line editor (bubbline) returned at once on QEMU's serial console,
+	// and init, with nothing left to run, exited (a kernel panic).
+	env := golang.Default(golang.DisableCGO(), golang.WithGOARCH(*arch), golang.WithWorkingDir(wd), golang.WithBuildTag("goshsmall"))
 	mods := []uimage.Modifier{
 		uimage.WithReplaceEnv(env),
 		uimage.WithCPIOOutput(*out),

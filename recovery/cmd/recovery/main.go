@@ -17,7 +17,10 @@
 // (DEV:DIR:FSTYPE, comma-separated: e.g. the ESP holding the grubenv the
 // device configuration names). Its flags come from u-root's init
 // (/etc/uinit.flags in the image, or uroot.uinitargs= on the kernel
-// command line).
+// command line). While it waits for the stick it links
+// /dev/disk/by-partlabel/NAME to every GPT partition, as udev would, so the
+// device's configuration can name its slots PARTLABEL=... as on the running
+// system.
 //
 // Nothing here is durable by itself: every write is sysupdate's.
 package main
@@ -139,6 +142,7 @@ func findStick(ctx context.Context, label string, wait time.Duration) (dev, fsty
 	deadline := time.Now().Add(wait)
 	var seen []string
 	for {
+		linkPartLabels("/sys/class/block", "/dev/disk/by-partlabel")
 		ents, _ := os.ReadDir("/sys/class/block")
 		seen = seen[:0]
 		for _, e := range ents {
@@ -262,6 +266,28 @@ func waitMount(ctx context.Context, m mountSpec, wait time.Duration) error {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// linkPartLabels links dir/NAME to /dev/X for every block device X under
+// sysBlock whose uevent names a GPT partition NAME (PARTNAME=), as udev
+// does; existing links are kept. Errors are ignored: a missing link shows
+// up as the configuration's PARTLABEL= failing to open.
+func linkPartLabels(sysBlock, dir string) {
+	ents, err := os.ReadDir(sysBlock)
+	if err != nil || os.MkdirAll(dir, 0o755) != nil {
+		return
+	}
+	for _, e := range ents {
+		ue, err := os.ReadFile(filepath.Join(sysBlock, e.Name(), "uevent"))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(ue), "\n") {
+			if name, ok := strings.CutPrefix(l, "PARTNAME="); ok && name != "" && !strings.Contains(name, "/") {
+				os.Symlink(filepath.Join("/dev", e.Name()), filepath.Join(dir, name))
+			}
 		}
 	}
 }

@@ -55,3 +55,27 @@ func TestRunBadArgs(t *testing.T) {
 		}
 	}
 }
+
+func TestLinkPartLabels(t *testing.T) {
+	sys, dev := t.TempDir(), filepath.Join(t.TempDir(), "by-partlabel")
+	for name, ue := range map[string]string{
+		"vda":  "MAJOR=254\nMINOR=0\nDEVNAME=vda\nDEVTYPE=disk\n",
+		"vda2": "MAJOR=254\nMINOR=2\nDEVNAME=vda2\nDEVTYPE=partition\nPARTN=2\nPARTNAME=rootfs_a\n",
+		"vda9": "DEVNAME=vda9\nPARTNAME=../evil\n",
+	} {
+		if err := os.MkdirAll(filepath.Join(sys, name), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(sys, name, "uevent"), []byte(ue), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	linkPartLabels(sys, dev)
+	ents, _ := os.ReadDir(dev)
+	if len(ents) != 1 {
+		t.Fatalf("links %v, want only rootfs_a", ents)
+	}
+	if l, err := os.Readlink(filepath.Join(dev, "rootfs_a")); err != nil || l != "/dev/vda2" {
+		t.Fatalf("rootfs_a -> %q, %v", l, err)
+	}
+}
