@@ -2,13 +2,14 @@
 // recovery initramfs built by `make initramfs`. It looks for a USB stick:
 // a block device whose ext2/3/4 or FAT filesystem carries the label given
 // by -label (default SYSUPDATE) and holds a sysupdate repository (a
-// directory with channels/, at the top of the stick or in repo/). It
-// mounts it read-only at /mnt/usb, installs the newest release into the
-// slot the bootloader would not boot next with
-// `sysupdate update --repo DIR --slot KEEP --no-reboot` (which verifies,
+// directory with channels/, at the top of the stick or in repo/, or a
+// *.bundle file made by `sysupdate-publish bundle` at its top). It mounts
+// it read-only at /mnt/usb, installs the newest release into the slot the
+// bootloader would not boot next with
+// `sysupdate install SOURCE --slot KEEP --no-reboot` (which verifies,
 // writes and switches the bootloader), then syncs and reboots. When no
 // such stick appears within -wait, or the install fails, it prints what
-// it looked for and returns, and u-root's init starts the shell (gosh).
+// it looked for and becomes the shell (/bin/defaultsh, gosh).
 //
 // Before looking, it loads the kernel modules named in -modules DIR/order
 // (in that order, DIR/NAME.ko each: a kernel that builds its disk drivers
@@ -49,9 +50,29 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintf(os.Stdout, "sysupdate-recovery: %v\nsysupdate-recovery: dropping to the shell; to install by hand: mount the stick and run sysupdate install DIR-OR-BUNDLE --slot KEEP\n", err)
+		stop()
+		// Become the shell rather than return to init: u-root's init
+		// makes each command a session leader on the console, and when
+		// this one exits the kernel hangs the console up for the
+		// descriptors init opened for the next command, so a shell
+		// started after it dies on its first output (seen under QEMU).
+		if _, serr := os.Stat(shellPath); serr == nil {
+			// u-root's busybox picks the command by argv[0]: the
+			// link's target name (gosh), not defaultsh.
+			argv0 := filepath.Base(shellPath)
+			if l, err := os.Readlink(shellPath); err == nil {
+				argv0 = filepath.Base(l)
+			}
+			serr = syscall.Exec(shellPath, []string{argv0}, os.Environ())
+			fmt.Fprintf(os.Stdout, "sysupdate-recovery: exec %s: %v\n", shellPath, serr)
+		}
 		os.Exit(1)
 	}
 }
+
+// shellPath is the shell the recovery becomes when it has nothing to
+// install (mkrecovery links it to gosh).
+const shellPath = "/bin/defaultsh"
 
 func run(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("recovery", flag.ContinueOnError)
