@@ -415,7 +415,7 @@ func TestRecoveryGRUB(t *testing.T) {
 		t.Fatalf("boot 3 changed the grubenv: before %s, after %s", wantState, got)
 	}
 	m.wantSlot(t, "a", v1, "1")
-	t.Logf("boot 3: refused the untrusted stick and dropped to the shell:\n%s", indent(linesWith(r.Console, "sysupdate-recovery:", "signature", "trust")))
+	t.Logf("boot 3: refused the untrusted stick and dropped to the shell:\n%s", indent(linesWith(r.Console, "sysupdate-recovery:", "untrusted", shellAnswer)))
 }
 
 // linesWith returns the console lines containing any of subs.
@@ -527,5 +527,5 @@ func TestRecoveryUBoot(t *testing.T) {
 	}
 	m.wantEnv(t, map[string]string{"sysupdate_recovery": ""})
 	m.wantSlot(t, "a", v1, "1")
-	t.Logf("boot 3: no stick, dropped to the shell:\n%s", indent(linesWith(r.Console, "sysupdate-recovery:")))
+	t.Logf("boot 3: no stick, dropped to the shell:\n%s", indent(linesWith(r.Console, "sysupdate-recovery:", shellAnswer)))
 }
