@@ -26,7 +26,7 @@ insmod fat
 set root=(hd0,msdos1)
 set sysupdate_env=($root)/grubenv
 source (memdisk)/sysupdate.cfg
-echo "SYSUPDATE-BOOT slot=$sysupdate_slot"
+echo "SYSUPDATE-BOOT slot=$sysupdate_slot recovery=$sysupdate_recovery"
 halt
 `
 
@@ -36,7 +36,10 @@ const (
 	imageSize = 20 << 20
 )
 
-var bootMarker = regexp.MustCompile(`SYSUPDATE-BOOT slot=([a-d]?)`)
+var (
+	bootMarker     = regexp.MustCompile(`SYSUPDATE-BOOT slot=([a-d]?)`)
+	recoveryMarker = regexp.MustCompile(`SYSUPDATE-BOOT slot=[a-d]? recovery=(1?)\r?\n`)
+)
 
 func needTools(t *testing.T, tools ...string) {
 	t.Helper()
@@ -108,9 +111,9 @@ func grubImage(t *testing.T, dir string) string {
 }
 
 // bootGRUB copies env onto the ESP, boots the image in QEMU (TCG; KVM
-// crashes OVMF here), and returns the slot the script chose and the grubenv
-// as GRUB left it.
-func bootGRUB(t *testing.T, img string, env []byte) (string, []byte) {
+// crashes OVMF here), and returns the slot the script chose, whether it
+// chose the recovery system, and the grubenv as GRUB left it.
+func bootGRUB(t *testing.T, img string, env []byte) (string, bool, []byte) {
 	t.Helper()
 	dir := filepath.Dir(img)
 	esp := fmt.Sprintf("%s@@%d", img, espOffset)
@@ -127,7 +130,8 @@ func bootGRUB(t *testing.T, img string, env []byte) (string, []byte) {
 		"-nographic", "-no-reboot", "-net", "none", "-monitor", "none")
 	out, err := cmd.CombinedOutput()
 	m := bootMarker.FindSubmatch(out)
-	if m == nil {
+	rm := recoveryMarker.FindSubmatch(out)
+	if m == nil || rm == nil {
 		t.Fatalf("no SYSUPDATE-BOOT marker on the console (qemu: %v):\n%s", err, tail(out, 2000))
 	}
 	back := filepath.Join(dir, "grubenv.out")
@@ -136,7 +140,7 @@ func bootGRUB(t *testing.T, img string, env []byte) (string, []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return string(m[1]), got
+	return string(m[1]), string(rm[1]) == "1", got
 }
 
 func tail(b []byte, n int) []byte {
@@ -178,8 +182,8 @@ func TestGRUBScript(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// boot runs one real boot and compares it with the simulator.
-	boot := func(want string) {
+	// bootWant runs one real boot and compares it with the simulator.
+	bootWant := func(want string, recovery bool) {
 		t.Helper()
 		raw, err := os.ReadFile(envPath)
 		must(err)
@@ -190,16 +194,17 @@ func TestGRUBScript(t *testing.T) {
 			must(env.Set(v.Name, v.Value))
 		}
 		start := time.Now()
-		slot, after := bootGRUB(t, img, raw)
-		t.Logf("boot: GRUB chose %s, simulator %s (saves %v), %.1fs", slot, d.Slot, d.Save, time.Since(start).Seconds())
-		if slot != d.Slot || slot != want {
-			t.Fatalf("real GRUB booted %q, simulator %q, scenario expects %q", slot, d.Slot, want)
+		slot, rec, after := bootGRUB(t, img, raw)
+		t.Logf("boot: GRUB chose %s (recovery %v), simulator %s (recovery %v, saves %v), %.1fs", slot, rec, d.Slot, d.Recovery, d.Save, time.Since(start).Seconds())
+		if slot != d.Slot || slot != want || rec != d.Recovery || rec != recovery {
+			t.Fatalf("real GRUB booted %q (recovery %v), simulator %q (recovery %v), scenario expects %q (recovery %v)", slot, rec, d.Slot, d.Recovery, want, recovery)
 		}
 		if !bytes.Equal(after, env.Bytes()) {
 			t.Fatalf("grubenv after the real boot differs from the simulator's:\nGRUB %q\nsim  %q", after[:160], env.Bytes()[:160])
 		}
 		must(os.WriteFile(envPath, after, 0o644))
 	}
+	boot := func(want string) { t.Helper(); bootWant(want, false) }
 
 	// Missing variables: fallback slot, nothing written.
 	reset()
@@ -226,4 +231,15 @@ func TestGRUBScript(t *testing.T) {
 	boot("b")
 	must(be.MarkBad("b"))
 	boot("a")
+	// A recovery request (what the recovery scenario sets) is served once,
+	// saving SYSUPDATE_RECOVERY=0 and counting no try of the trial slot.
+	must(be.SetNext("b", 2))
+	raw, err := os.ReadFile(envPath)
+	must(err)
+	env, err := grub.Parse(raw)
+	must(err)
+	must(env.Set(grub.RecoveryVar, "1"))
+	must(os.WriteFile(envPath, env.Bytes(), 0o644))
+	bootWant("a", true)
+	boot("b")
 }

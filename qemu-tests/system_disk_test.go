@@ -17,7 +17,9 @@ import (
 // the shipped bootloaders/grub/grub.cfg picks the slot from the grubenv on
 // the ESP, then GRUB loads that slot's kernel and initramfs from its ext4
 // partition and passes the choice on as sysupdate.slot= (the contract with
-// the device side, see the shipped file's header).
+// the device side, see the shipped file's header). When the shipped script
+// says sysupdate_recovery=1 it boots the recovery partition's kernel and
+// u-root initramfs instead (recovery_test.go).
 const systemEmbedCfg = `insmod part_gpt
 insmod fat
 insmod ext2
@@ -25,6 +27,13 @@ insmod linux
 set root=(hd0,gpt1)
 set sysupdate_env=($root)/grubenv
 source (memdisk)/sysupdate.cfg
+if [ "$sysupdate_recovery" = 1 ]; then
+  echo "SYSUPDATE-BOOT recovery"
+  linux (hd0,gpt5)/boot/vmlinuz console=ttyS0 sysupdate.recovery=1 panic=-1 quiet
+  initrd (hd0,gpt5)/boot/initrd.img
+  boot
+  echo "SYSUPDATE-BOOT recovery failed; booting slot $sysupdate_slot"
+fi
 if [ "$sysupdate_slot" = b ]; then set sysupdate_part=(hd0,gpt3); else set sysupdate_part=(hd0,gpt2); fi
 echo "SYSUPDATE-BOOT slot=$sysupdate_slot"
 linux $sysupdate_part/boot/vmlinuz console=ttyS0 sysupdate.slot=$sysupdate_slot panic=-1 quiet
@@ -50,13 +59,15 @@ const (
 
 // systemLayout is the device's disk: ESP (GRUB, grubenv, the host's
 // per-boot script), the two slots and a data partition for sysupdate's
-// state. Partition numbers matter: GRUB's embedded config maps slot a to
-// gpt2 and b to gpt3.
+// state, and the recovery partition (kernel and u-root initramfs, written
+// only by the recovery scenario). Partition numbers matter: GRUB's
+// embedded config maps slot a to gpt2, b to gpt3 and recovery to gpt5.
 var systemLayout = []part{
 	{"esp", typeESP, 1 << 20, 16 << 20},
 	{"rootfs_a", typeLinux, 17 << 20, slotSize},
 	{"rootfs_b", typeLinux, 17<<20 + slotSize, slotSize},
 	{"data", typeLinux, 17<<20 + 2*slotSize, 16 << 20},
+	{"recovery", typeLinux, 33<<20 + 2*slotSize, 32 << 20},
 }
 
 func layoutPart(name string) part {

@@ -128,13 +128,16 @@ const ubootSlotSize = 72 << 20
 // ubootLayout is the U-Boot device's disk: a FAT boot partition (boot.scr,
 // the host's per-boot script), the two slots and the data partition.
 // boot.cmd's defaults map slot A to partition 2 and B to 3. The misc
-// partition (bootloader_control) is used by the Android scenario only.
+// partition (bootloader_control) is used by the Android scenario only, the
+// recovery partition (6: kernel and u-root initramfs) by the recovery
+// scenario only.
 var ubootLayout = []part{
 	{"esp", typeESP, 1 << 20, 16 << 20},
 	{"rootfs_a", typeLinux, 17 << 20, ubootSlotSize},
 	{"rootfs_b", typeLinux, 17<<20 + ubootSlotSize, ubootSlotSize},
 	{"data", typeLinux, 17<<20 + 2*ubootSlotSize, 16 << 20},
 	{"misc", typeLinux, 33<<20 + 2*ubootSlotSize, 1 << 20},
+	{"recovery", typeLinux, 34<<20 + 2*ubootSlotSize, 56 << 20},
 }
 
 func ubootPart(name string) part {

@@ -48,6 +48,7 @@ func simulateBoot(t *testing.T, path string, s Scheme, slots []string) Decision 
 //	expect-next S               Status().Next == S
 //	failed S | failed -         Status().TrialFailed for S / none
 //	writes N                    the last boot saved N variables
+//	recovery yes|no             the last boot was (not) the recovery system
 func runSteps(t *testing.T, path string, s Scheme, steps []string) {
 	t.Helper()
 	slots := []string{"a", "b"}
@@ -74,6 +75,10 @@ func runSteps(t *testing.T, path string, s Scheme, steps []string) {
 				t.Fatalf("%s: booted %s (%+v)", where, last.Slot, last)
 			}
 			booted = last.Slot
+		case "recovery":
+			if last.Recovery != (f[1] == "yes") {
+				t.Fatalf("%s: last boot %+v", where, last)
+			}
 		case "writes":
 			if n, _ := strconv.Atoi(f[1]); len(last.Save) != n {
 				t.Fatalf("%s: last boot saved %v", where, last.Save)
@@ -138,6 +143,16 @@ func TestSimulatorSysupdate(t *testing.T) {
 		}},
 		{"invalid order boots the fallback", []string{"SYSUPDATE_ORDER=x y;halt", "a_OK=1", "b_OK=1"}, []string{
 			"boot a", "writes 0", "boot a", "failed -",
+		}},
+		{"a recovery request is served once and counts no try", []string{"SYSUPDATE_RECOVERY=1"}, []string{
+			// Status predicts what the script hands over: the fallback
+			// slot, with the recovery system booting instead.
+			"good a", "next b 3", "expect-next a",
+			"boot a", "recovery yes", "writes 1", "expect-next b",
+			"boot b", "recovery no", "writes 1", "boot b", "boot b", "boot a", "failed b",
+		}},
+		{"only 1 asks for recovery", []string{"SYSUPDATE_RECOVERY=yes", "SYSUPDATE_ORDER=b a", "b_OK=1"}, []string{
+			"boot b", "recovery no", "writes 0",
 		}},
 		{"garbage counters are never counted", []string{"SYSUPDATE_ORDER=b a", "b_OK=0", "b_LEFT=9", "a_OK=yes"}, []string{
 			"boot a", "writes 0", "boot a",

@@ -22,7 +22,9 @@ const (
 	// On each boot the script takes the first slot in SYSUPDATE_ORDER that
 	// has <s>_OK=1, or else has <s>_LEFT in 1..7, which it decrements and
 	// saves (save_env) before booting. If no slot qualifies it boots the
-	// fallback slot ("a") without writing anything.
+	// fallback slot ("a") without writing anything. Before all that, a
+	// recovery request (RecoveryVar=1) is served once: the script saves
+	// RecoveryVar=0, counts no try and boots the recovery system.
 	SchemeSysupdate Scheme = "sysupdate"
 	// SchemeRAUC is RAUC's GRUB scheme, one try per update:
 	//
@@ -40,6 +42,11 @@ const (
 // no usable slot (missing variables, an invalid order, every slot spent).
 const Fallback = "a"
 
+// RecoveryVar is the grubenv variable that asks the shipped grub.cfg
+// (scheme sysupdate) to boot the recovery system once: "1" asks, the
+// script saves "0" before booting it.
+const RecoveryVar = "SYSUPDATE_RECOVERY"
+
 // maxTries is the largest counter the shipped script can count down.
 const maxTries = 7
 
@@ -52,6 +59,9 @@ type Decision struct {
 	Save []Var
 	// Fallback reports that no slot qualified and Slot is the fallback.
 	Fallback bool
+	// Recovery reports that the recovery system boots (RecoveryVar was
+	// "1"); Slot is then the fallback slot and no try is counted.
+	Recovery bool
 }
 
 // Boot applies the scheme's documented boot-time rule (what the shipped
@@ -73,6 +83,9 @@ func (s Scheme) Boot(env *Env, slots []string) Decision {
 			}
 		}
 	default:
+		if get(RecoveryVar) == "1" {
+			return Decision{Slot: Fallback, Recovery: true, Save: []Var{{RecoveryVar, "0"}}}
+		}
 		order, _ := env.Get("SYSUPDATE_ORDER")
 		for _, w := range strings.Fields(order) {
 			if !slices.Contains(slots, w) {

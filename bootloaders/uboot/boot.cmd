@@ -8,11 +8,17 @@
 #   BOOT_A_LEFT     tries left for slot A, hex (unset: 3)
 #   BOOT_B_LEFT     tries left for slot B, hex (unset: 3)
 #   sysupdate_slot  written by this script: the slot it chose on this boot
+#   sysupdate_recovery  1: boot the recovery system once (set by hand or by
+#                   the device, e.g. fw_setenv sysupdate_recovery 1); the
+#                   script deletes it before booting the recovery
 # Board variables (optional, not saved by this script):
 #   sysupdate_part_a / sysupdate_part_b  root partition numbers (default 2 / 3)
 #   sysupdate_boot  command that boots ${sysupdate_part}; default: load
 #                   /boot/Image from ${devtype} ${devnum}:${sysupdate_part}
 #                   and booti it with the control FDT
+#   sysupdate_part_recovery  partition of the recovery system (kernel and
+#                   initramfs, booted the same way as a slot); no default:
+#                   without it a recovery request is dropped
 #
 # Each boot: the first slot in BOOT_ORDER whose counter is not 0 is chosen
 # and its counter decremented; the environment is saved once (saveenv) and
@@ -20,6 +26,14 @@
 # every counter is reset to 3 (and BOOT_ORDER to "A B" if it names no known
 # slot) and the choice is made again in the same run, so a corrupt or
 # exhausted state never makes the board reset in a loop.
+#
+# Recovery comes first: with sysupdate_recovery=1 the script deletes the
+# variable and saves (that boot's one write, no try counted), then boots
+# partition ${sysupdate_part_recovery} with "sysupdate.recovery=1". The
+# request is served once, so a recovery with nothing to install leaves the
+# next boot to the slots. If the save fails, or the recovery does not
+# boot, it chooses a slot as usual (a request it cannot clear would bring
+# every boot back to recovery).
 
 test -n "${BOOT_ORDER}" || setenv BOOT_ORDER "A B"
 test -n "${BOOT_A_LEFT}" || setenv BOOT_A_LEFT 3
@@ -27,6 +41,28 @@ test -n "${BOOT_B_LEFT}" || setenv BOOT_B_LEFT 3
 # Normalise the counters to canonical hex so that "!= 0" is exact.
 setexpr BOOT_A_LEFT ${BOOT_A_LEFT} + 0
 setexpr BOOT_B_LEFT ${BOOT_B_LEFT} + 0
+
+if test "${sysupdate_recovery}" = "1"; then
+  setenv sysupdate_recovery
+  if test -z "${sysupdate_part_recovery}"; then
+    echo "sysupdate: recovery requested, but sysupdate_part_recovery is not set; booting a slot"
+  elif saveenv; then
+    echo "sysupdate: booting recovery (partition ${sysupdate_part_recovery})"
+    setenv sysupdate_args "${bootargs}"
+    setenv sysupdate_part ${sysupdate_part_recovery}
+    setenv bootargs "${bootargs} sysupdate.recovery=1"
+    if test -n "${sysupdate_boot}"; then
+      run sysupdate_boot
+    else
+      load ${devtype} ${devnum}:${sysupdate_part} ${kernel_addr_r} /boot/Image && booti ${kernel_addr_r} - ${fdtcontroladdr}
+    fi
+    echo "sysupdate: recovery did not boot; booting a slot"
+    setenv bootargs "${sysupdate_args}"
+    setenv sysupdate_args
+  else
+    echo "sysupdate: cannot clear sysupdate_recovery (saveenv failed); booting a slot"
+  fi
+fi
 
 setenv sysupdate_slot
 setenv sysupdate_known

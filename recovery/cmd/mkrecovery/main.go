@@ -4,6 +4,14 @@
 // recovery entry point as the uinit. Run it from the recovery module
 // (`make initramfs` does): the commands are resolved from its go.mod,
 // which keeps u-root out of the device module.
+//
+// -files HOST:IMAGE-PATH,... adds the device's own files (its
+// sysupdate.conf, the master keys, kernel modules; a directory is added
+// with its contents), as they are, with no ldd run on them: the image's
+// binaries are static. With -files-only the output holds only those files,
+// no commands: an archive to append to a prebuilt image (the kernel
+// unpacks concatenated cpio archives in order), so one build of the
+// commands can be reused with different trust material.
 package main
 
 import (
@@ -43,32 +51,46 @@ func run(args []string) error {
 	arch := fs.String("arch", "amd64", "GOARCH of the image")
 	out := fs.String("o", "", "output cpio file (required)")
 	files := fs.String("files", "", "comma-separated HOST:IMAGE-PATH files to add (e.g. the device's sysupdate.conf and master.pub)")
+	filesOnly := fs.Bool("files-only", false, "write only the -files (an archive to append to a prebuilt image)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *out == "" {
 		return fmt.Errorf("-o OUTPUT is required")
 	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *filesOnly && *files == "" {
+		return fmt.Errorf("-files-only needs -files")
+	}
 	tmp, err := os.MkdirTemp("", "mkrecovery-")
 	if err != nil {
-		return err
+		return fmt.Errorf("temp dir: %w", err)
 	}
 	defer os.RemoveAll(tmp)
 	wd, err := os.Getwd()
 	if err != nil {
 		return err
 	}
-	env := golang.Default(golang.DisableCGO(), golang.WithGOARCH(*arch), golang.WithWorkingDir(wd))
+	// goshsmall: gosh reads plain lines from the console instead of
+	// running bubbline's full-screen editor, which suits a serial console
+	// and makes the image about 1.2 MB smaller.
+	env := golang.Default(golang.DisableCGO(), golang.WithGOARCH(*arch), golang.WithWorkingDir(wd), golang.WithBuildTag("goshsmall"))
 	mods := []uimage.Modifier{
 		uimage.WithReplaceEnv(env),
-		uimage.WithBaseArchive(uimage.DefaultRamfs()),
-		uimage.WithBusyboxCommands(coreCommands...),
-		uimage.WithBinaryCommands("github.com/sysupdate/sysupdate/cmd/sysupdate"),
-		uimage.WithInit("init"),
-		uimage.WithUinit("recovery"),
-		uimage.WithShell("gosh"),
 		uimage.WithCPIOOutput(*out),
 		uimage.WithTempDir(tmp),
+		uimage.WithSkipLDD(),
+	}
+	if !*filesOnly {
+		mods = append(mods,
+			uimage.WithBaseArchive(uimage.DefaultRamfs()),
+			uimage.WithBusyboxCommands(coreCommands...),
+			uimage.WithBinaryCommands("github.com/sysupdate/sysupdate/cmd/sysupdate"),
+			uimage.WithInit("init"),
+			uimage.WithUinit("recovery"),
+			uimage.WithShell("gosh"))
 	}
 	if *files != "" {
 		mods = append(mods, uimage.WithFiles(strings.Split(*files, ",")...))

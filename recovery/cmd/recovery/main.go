@@ -2,13 +2,26 @@
 // recovery initramfs built by `make initramfs`. It looks for a USB stick:
 // a block device whose ext2/3/4 or FAT filesystem carries the label given
 // by -label (default SYSUPDATE) and holds a sysupdate repository (a
-// directory with channels/, at the top of the stick or in repo/). It
-// mounts it read-only at /mnt/usb, installs the newest release into the
-// slot the bootloader would not boot next with
-// `sysupdate update --repo DIR --slot KEEP --no-reboot` (which verifies,
+// directory with channels/, at the top of the stick or in repo/, or a
+// *.bundle file made by `sysupdate-publish bundle` at its top). It mounts
+// it read-only at /mnt/usb, installs the newest release into the slot the
+// bootloader would not boot next with
+// `sysupdate install SOURCE --slot KEEP --no-reboot` (which verifies,
 // writes and switches the bootloader), then syncs and reboots. When no
 // such stick appears within -wait, or the install fails, it prints what
-// it looked for and returns, and u-root's init starts the shell (gosh).
+// it looked for and becomes the shell (/bin/defaultsh, gosh).
+//
+// Before looking, it loads the kernel modules named in -modules DIR/order
+// (in that order, DIR/NAME.ko each: a kernel that builds its disk drivers
+// as modules needs them, and u-root's init loads /lib/modules/*.ko in name
+// order, which breaks dependencies) and mounts what -premount lists
+// (DEV:DIR:FSTYPE, comma-separated: e.g. the ESP holding the grubenv the
+// device configuration names). Its flags come from u-root's init
+// (/etc/uinit.flags in the image, or uroot.uinitargs= on the kernel
+// command line). While it waits for the stick it links
+// /dev/disk/by-partlabel/NAME to every GPT partition, as udev would, so the
+// device's configuration can name its slots PARTLABEL=... as on the running
+// system.
 //
 // Nothing here is durable by itself: every write is sysupdate's.
 package main
@@ -37,9 +50,29 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintf(os.Stdout, "sysupdate-recovery: %v\nsysupdate-recovery: dropping to the shell; to install by hand: mount the stick and run sysupdate install DIR-OR-BUNDLE --slot KEEP\n", err)
+		stop()
+		// Become the shell rather than return to init: u-root's init
+		// makes each command a session leader on the console, and when
+		// this one exits the kernel hangs the console up for the
+		// descriptors init opened for the next command, so a shell
+		// started after it dies on its first output (seen under QEMU).
+		if _, serr := os.Stat(shellPath); serr == nil {
+			// u-root's busybox picks the command by argv[0]: the
+			// link's target name (gosh), not defaultsh.
+			argv0 := filepath.Base(shellPath)
+			if l, err := os.Readlink(shellPath); err == nil {
+				argv0 = filepath.Base(l)
+			}
+			serr = syscall.Exec(shellPath, []string{argv0}, os.Environ())
+			fmt.Fprintf(os.Stdout, "sysupdate-recovery: exec %s: %v\n", shellPath, serr)
+		}
 		os.Exit(1)
 	}
 }
+
+// shellPath is the shell the recovery becomes when it has nothing to
+// install (mkrecovery links it to gosh).
+const shellPath = "/bin/defaultsh"
 
 func run(ctx context.Context, args []string, out io.Writer) error {
 	fs := flag.NewFlagSet("recovery", flag.ContinueOnError)
@@ -50,8 +83,41 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	keep := fs.String("keep", "", "slot to keep (default: the bootloader's next boot)")
 	mnt := fs.String("mount", "/mnt/usb", "where to mount the stick")
 	noReboot := fs.Bool("no-reboot", false, "do not reboot after installing")
+	modules := fs.String("modules", "", "load the kernel modules listed in DIR/order (DIR/NAME.ko) first")
+	premount := fs.String("premount", "", "comma-separated DEV:DIR:FSTYPE to mount before installing (e.g. the ESP holding the grubenv)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() != 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	// Everything mounted here is unmounted before the reboot (a clean
+	// FAT ESP) or when returning to the shell.
+	var mounted []string
+	unmountAll := func() {
+		for i := len(mounted) - 1; i >= 0; i-- {
+			unix.Unmount(mounted[i], 0)
+		}
+		mounted = nil
+	}
+	defer unmountAll()
+	fmt.Fprintf(out, "sysupdate-recovery: looking for a stick labelled %s\n", *label)
+	if *modules != "" {
+		if err := loadModules(*modules); err != nil {
+			return err
+		}
+	}
+	if *premount != "" {
+		ms, err := parseMounts(*premount)
+		if err != nil {
+			return err
+		}
+		for _, m := range ms {
+			if err := waitMount(ctx, m, *wait); err != nil {
+				return err
+			}
+			mounted = append(mounted, m.dir)
+		}
 	}
 	dev, fstype, err := findStick(ctx, *label, *wait)
 	if err != nil {
@@ -63,7 +129,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err := unix.Mount(dev, *mnt, fstype, unix.MS_RDONLY, ""); err != nil {
 		return fmt.Errorf("mount %s (%s) on %s: %w", dev, fstype, *mnt, err)
 	}
-	defer unix.Unmount(*mnt, 0)
+	mounted = append(mounted, *mnt)
 	repo, err := findRepo(*mnt)
 	if err != nil {
 		return fmt.Errorf("stick %s labelled %s: %w", dev, *label, err)
@@ -83,6 +149,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		return fmt.Errorf("sysupdate install %s: %w", repo, err)
 	}
 	fmt.Fprintln(out, "sysupdate-recovery: installed; rebooting")
+	unmountAll()
 	unix.Sync()
 	if *noReboot {
 		return nil
@@ -96,6 +163,7 @@ func findStick(ctx context.Context, label string, wait time.Duration) (dev, fsty
 	deadline := time.Now().Add(wait)
 	var seen []string
 	for {
+		linkPartLabels("/sys/class/block", "/dev/disk/by-partlabel")
 		ents, _ := os.ReadDir("/sys/class/block")
 		seen = seen[:0]
 		for _, e := range ents {
@@ -160,4 +228,87 @@ func nextSlot(ctx context.Context, bin, config string) (string, error) {
 		return "", fmt.Errorf("sysupdate bootloader status names no next slot (%v): pass -keep SLOT", err)
 	}
 	return st.Next, nil
+}
+
+// loadModules loads dir/NAME.ko for every NAME in dir/order, in order; a
+// module already loaded (or built in) is not an error.
+func loadModules(dir string) error {
+	order, err := os.ReadFile(filepath.Join(dir, "order"))
+	if err != nil {
+		return fmt.Errorf("module list: %w", err)
+	}
+	for _, name := range strings.Fields(string(order)) {
+		path := filepath.Join(dir, name+".ko")
+		f, err := os.Open(path)
+		if err != nil {
+			return fmt.Errorf("load module: %w", err)
+		}
+		err = unix.FinitModule(int(f.Fd()), "", 0)
+		f.Close()
+		if err != nil && !errors.Is(err, unix.EEXIST) {
+			return fmt.Errorf("finit_module %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
+// mountSpec is one -premount entry.
+type mountSpec struct{ dev, dir, fstype string }
+
+// parseMounts parses -premount: DEV:DIR:FSTYPE entries separated by commas.
+func parseMounts(s string) ([]mountSpec, error) {
+	var ms []mountSpec
+	for _, e := range strings.Split(s, ",") {
+		f := strings.Split(e, ":")
+		if len(f) != 3 || !strings.HasPrefix(f[0], "/") || !strings.HasPrefix(f[1], "/") || f[2] == "" {
+			return nil, fmt.Errorf("-premount %q: want DEV:DIR:FSTYPE with absolute DEV and DIR", e)
+		}
+		ms = append(ms, mountSpec{f[0], f[1], f[2]})
+	}
+	return ms, nil
+}
+
+// waitMount mounts m, retrying while its device has not appeared yet (the
+// disk driver probes in the background), for at most wait.
+func waitMount(ctx context.Context, m mountSpec, wait time.Duration) error {
+	if err := os.MkdirAll(m.dir, 0o755); err != nil {
+		return fmt.Errorf("mount: %w", err)
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		err := unix.Mount(m.dev, m.dir, m.fstype, 0, "")
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENXIO) || time.Now().After(deadline) {
+			return fmt.Errorf("mount %s (%s) on %s: %w", m.dev, m.fstype, m.dir, err)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// linkPartLabels links dir/NAME to /dev/X for every block device X under
+// sysBlock whose uevent names a GPT partition NAME (PARTNAME=), as udev
+// does; existing links are kept. Errors are ignored: a missing link shows
+// up as the configuration's PARTLABEL= failing to open.
+func linkPartLabels(sysBlock, dir string) {
+	ents, err := os.ReadDir(sysBlock)
+	if err != nil || os.MkdirAll(dir, 0o755) != nil {
+		return
+	}
+	for _, e := range ents {
+		ue, err := os.ReadFile(filepath.Join(sysBlock, e.Name(), "uevent"))
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(ue), "\n") {
+			if name, ok := strings.CutPrefix(l, "PARTNAME="); ok && name != "" && !strings.Contains(name, "/") {
+				os.Symlink(filepath.Join("/dev", e.Name()), filepath.Join(dir, name))
+			}
+		}
+	}
 }
