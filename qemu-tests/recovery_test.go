@@ -337,17 +337,7 @@ func requestGRUBRecovery(t *testing.T, disk string) {
 func TestRecoveryGRUB(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	g := newGuest(t, dir)
-	bin := filepath.Join(dir, "sysupdate")
-	p := newPublisher(t, dir, bin)
-	master, err := os.ReadFile(filepath.Join(p.Keys, "master.pub"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.Etc = []cpioFile{
-		{Name: "etc/sysupdate/sysupdate.conf", Mode: 0o644, Data: []byte(deviceConf)},
-		{Name: "etc/sysupdate/master.pub", Mode: 0o644, Data: master},
-	}
+	g, p, bin := newX86Board(t, dir)
 	v1 := g.slotImage(t, dir, "version=1\nhealthy=yes\n")
 	v2 := g.slotImage(t, dir, "version=2\nhealthy=yes\n")
 	p.publish(t, "1", v1)
@@ -357,7 +347,7 @@ func TestRecoveryGRUB(t *testing.T) {
 
 	initrd := recoveryInitrd(t, "amd64", g.Modules, map[string]string{
 		"etc/sysupdate/sysupdate.conf": recoveryConf(e2eModel, "bootloader = grub\ngrubenv = /boot/efi/grubenv\ngrub_scheme = sysupdate"),
-		"etc/sysupdate/master.pub":     string(master),
+		"etc/sysupdate/master.pub":     string(masterKey(t, p)),
 	}, "-wait", "30s", "-modules", "/lib/sysupdate-modules", "-premount", "/dev/vda1:/boot/efi:vfat")
 	writeRecoveryPart(t, dir, m.Disk, layoutPart("recovery"), g.Kernel.Vmlinuz, initrd)
 	m.wantSlot(t, "a", v1, "1")
@@ -459,10 +449,7 @@ func TestRecoveryUBoot(t *testing.T) {
 	p.run(t, "bundle", "--repo", p.Repo, "--channel", "stable", "--model", armModel, "-o", filepath.Join(stickRoot, "v2.bundle"))
 	recoveryStick(t, m.Stick, stickRoot)
 
-	master, err := os.ReadFile(filepath.Join(p.Keys, "master.pub"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	master := masterKey(t, p)
 	initrd := recoveryInitrd(t, "arm64", g.Modules, map[string]string{
 		"etc/sysupdate/sysupdate.conf": recoveryConf(armModel, "bootloader = uboot\nfw_env_config = /etc/fw_env.config\nuboot_scheme = rauc"),
 		"etc/sysupdate/master.pub":     string(master),

@@ -160,17 +160,7 @@ func guestStatusAll(t *testing.T, s step) statusOut {
 func TestSystemUpdate(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
-	g := newGuest(t, dir)
-	bin := filepath.Join(dir, "sysupdate")
-	p := newPublisher(t, dir, bin)
-	master, err := os.ReadFile(filepath.Join(p.Keys, "master.pub"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.Etc = []cpioFile{
-		{Name: "etc/sysupdate/sysupdate.conf", Mode: 0o644, Data: []byte(deviceConf)},
-		{Name: "etc/sysupdate/master.pub", Mode: 0o644, Data: master},
-	}
+	g, p, bin := newX86Board(t, dir)
 	v1 := g.slotImage(t, dir, "version=1\nhealthy=yes\n")
 	v2 := g.slotImage(t, dir, "version=2\nhealthy=yes\n")
 	v3 := g.slotImage(t, dir, "version=3\nhealthy=no\n")

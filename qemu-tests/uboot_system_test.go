@@ -432,18 +432,41 @@ func ubootFactory(t *testing.T, dir, hostBin string, p *publisher) *ubootMachine
 	return m
 }
 
+// newX86Board is the set-up every GRUB scenario shares: the x86_64 guest,
+// a publisher whose releases carry the device binary at bin (built for
+// the factory disk), and the guest's configuration and master key in its
+// /etc.
+func newX86Board(t *testing.T, dir string) (g *guest, p *publisher, bin string) {
+	t.Helper()
+	g = newGuest(t, dir)
+	bin = filepath.Join(dir, "sysupdate")
+	p = newPublisher(t, dir, bin)
+	g.Etc = []cpioFile{
+		{Name: "etc/sysupdate/sysupdate.conf", Mode: 0o644, Data: []byte(deviceConf)},
+		{Name: "etc/sysupdate/master.pub", Mode: 0o644, Data: masterKey(t, p)},
+	}
+	return g, p, bin
+}
+
+// masterKey returns the publisher's master public key, the device's root
+// of trust.
+func masterKey(t *testing.T, p *publisher) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(p.Keys, "master.pub"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // ubootRelease returns the Etc files of an arm64 release: the device
 // config, the master key and fw_env.config naming the flash as the guest
 // sees it.
 func ubootRelease(t *testing.T, p *publisher) []cpioFile {
 	t.Helper()
-	master, err := os.ReadFile(filepath.Join(p.Keys, "master.pub"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	return []cpioFile{
 		{Name: "etc/sysupdate/sysupdate.conf", Mode: 0o644, Data: []byte(ubootDeviceConf)},
-		{Name: "etc/sysupdate/master.pub", Mode: 0o644, Data: master},
+		{Name: "etc/sysupdate/master.pub", Mode: 0o644, Data: masterKey(t, p)},
 		{Name: ubootConfEtc, Mode: 0o644, Data: []byte(guestFwEnv)},
 	}
 }
