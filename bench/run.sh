@@ -131,7 +131,9 @@ if [ ! -f "$bsd/build" ]; then
   rc=0
   /usr/bin/time -f '%e %U %S %M' -o "$bsd/time.out" timeout "$bsd_limit" bsdiff "$old" "$new" "$bsd/patch.tmp" || rc=$?
   [ "$rc" = 0 ] || [ "$rc" = 124 ] || die "bsdiff failed (exit $rc)"
-  read -r e u s m <"$bsd/time.out"
+  # GNU time puts "Command exited with non-zero status N" before its
+  # figures when the command fails (a timeout does): read the last line.
+  read -r e u s m < <(tail -n 1 "$bsd/time.out")
   status=done
   if [ "$rc" = 124 ]; then status=timeout; rm -f "$bsd/patch.tmp"; else mv "$bsd/patch.tmp" "$bsd/patch"; fi
   echo "$e $(awk -v u="$u" -v s="$s" 'BEGIN{print u+s}') $m $(date -u +%Y-%m-%d) $status $bsd_limit" >"$bsd/build.tmp"
