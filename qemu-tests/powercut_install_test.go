@@ -102,11 +102,7 @@ func (m *machine) bootState(t *testing.T) (bootloaders.Status, error) {
 func (m *machine) startBoot(ctx context.Context, t *testing.T, script string) (*exec.Cmd, func()) {
 	t.Helper()
 	m.boots++
-	sp := filepath.Join(t.TempDir(), "script")
-	if err := os.WriteFile(sp, []byte(script), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	runCmd(t, "mcopy", "-o", "-i", espPath(m.Disk), sp, "::/e2e/script")
+	putScript(t, espPath(m.Disk), script)
 	return qemuX86(ctx, m.Disk, m.Stick), func() {}
 }
 
@@ -127,11 +123,7 @@ func (m *ubootMachine) bootState(t *testing.T) (bootloaders.Status, error) {
 func (m *ubootMachine) startBoot(ctx context.Context, t *testing.T, script string) (*exec.Cmd, func()) {
 	t.Helper()
 	m.boots++
-	sp := filepath.Join(t.TempDir(), "script")
-	if err := os.WriteFile(sp, []byte(script), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	runCmd(t, "mcopy", "-o", "-i", ubootESP(m.Disk), sp, "::/e2e/script")
+	putScript(t, ubootESP(m.Disk), script)
 	cmd, tmp, err := qemuARM(ctx, m.UBoot, m.Flash, m.Disk, m.Stick)
 	if err != nil {
 		t.Fatal(err)

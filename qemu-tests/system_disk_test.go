@@ -227,12 +227,7 @@ type bootResult struct {
 // catches a hang.
 func bootSystem(t *testing.T, disk, stick, script string) bootResult {
 	t.Helper()
-	dir := t.TempDir()
-	sp := filepath.Join(dir, "script")
-	if err := os.WriteFile(sp, []byte(script), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	runCmd(t, "mcopy", "-o", "-i", espPath(disk), sp, "::/e2e/script")
+	putScript(t, espPath(disk), script)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
@@ -293,4 +288,16 @@ func parseGuest(r *bootResult, out string) error {
 		r.Steps = append(r.Steps, s)
 	}
 	return nil
+}
+
+// putScript writes the guest init's command script to the ESP image esp
+// (a FAT file system or partition image for mcopy's -i), where the guest
+// reads it at boot.
+func putScript(t *testing.T, esp, script string) {
+	t.Helper()
+	sp := filepath.Join(t.TempDir(), "script")
+	if err := os.WriteFile(sp, []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	runCmd(t, "mcopy", "-o", "-i", esp, sp, "::/e2e/script")
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -45,11 +44,7 @@ func TestUBootPowerCut(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	rng := rand.New(rand.NewPCG(seed, 0))
 	t.Logf("power-cut delays from seed %d", seed)
-	sp := filepath.Join(dir, "script")
-	if err := os.WriteFile(sp, []byte(script.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	runCmd(t, "mcopy", "-o", "-i", ubootESP(m.Disk), sp, "::/e2e/script")
+	putScript(t, ubootESP(m.Disk), script.String())
 
 	var boots, bricks, inWrite, defaults, torn int
 	versions := map[string]string{"a": "1", "b": "2"}

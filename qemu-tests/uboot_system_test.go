@@ -247,11 +247,7 @@ func (m *ubootMachine) boot(t *testing.T, script, want, version string) bootResu
 	t.Helper()
 	m.boots++
 	before := m.envString(t)
-	sp := filepath.Join(t.TempDir(), "script")
-	if err := os.WriteFile(sp, []byte(script), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	runCmd(t, "mcopy", "-o", "-i", ubootESP(m.Disk), sp, "::/e2e/script")
+	putScript(t, ubootESP(m.Disk), script)
 	r, err := bootUBoot(m.UBoot, m.Flash, m.Disk, m.Stick, 300*time.Second)
 	fail := func(format string, args ...any) {
 		t.Helper()
