@@ -2,6 +2,7 @@ package partition
 
 import (
 	"fmt"
+	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -13,8 +14,51 @@ func (d *Device) DropCache() error {
 	if err := d.Sync(); err != nil {
 		return err
 	}
-	if err := unix.Fadvise(int(d.f.Fd()), d.off, d.size, unix.FADV_DONTNEED); err != nil {
-		return fmt.Errorf("partition: drop cached pages of %s: %w", d.spec, err)
+	if err := DropPages(d.f, d.off, d.size); err != nil {
+		return fmt.Errorf("partition: %s: %w", d.spec, err)
 	}
 	return nil
+}
+
+// DropRange asks the kernel to drop its cached pages of the partition's
+// bytes [off, off+n) (clamped to the partition), so that the next reads of
+// them come from the medium. It does not sync: dirty pages stay cached;
+// call Sync first.
+func (d *Device) DropRange(off, n int64) error {
+	if off < 0 || n < 0 {
+		return fmt.Errorf("partition: %s: drop cached pages of a negative range (%d, %d)", d.spec, off, n)
+	}
+	if off >= d.size || n == 0 {
+		return nil
+	}
+	if err := DropPages(d.f, d.off+off, min(n, d.size-off)); err != nil {
+		return fmt.Errorf("partition: %s: %w", d.spec, err)
+	}
+	return nil
+}
+
+// DropPages asks the kernel to drop its clean cached pages of f's bytes
+// [off, off+n) (n == 0: to the end), so the next reads of them come from
+// the medium. Dirty pages stay: sync first.
+func DropPages(f *os.File, off, n int64) error {
+	if err := unix.Fadvise(int(f.Fd()), off, n, unix.FADV_DONTNEED); err != nil {
+		return fmt.Errorf("drop cached pages of %s bytes %d+%d: %w", f.Name(), off, n, err)
+	}
+	return nil
+}
+
+// Prefetch asks the kernel to start reading the partition's bytes
+// [off, off+n) into the page cache without waiting (a hint: errors are
+// ignored, a later read works either way).
+func (d *Device) Prefetch(off, n int64) {
+	if off < 0 || n <= 0 || off >= d.size {
+		return
+	}
+	PrefetchPages(d.f, d.off+off, min(n, d.size-off))
+}
+
+// PrefetchPages asks the kernel to start reading f's bytes [off, off+n)
+// into the page cache without waiting; it is a hint and fails silently.
+func PrefetchPages(f *os.File, off, n int64) {
+	unix.Fadvise(int(f.Fd()), off, n, unix.FADV_WILLNEED)
 }

@@ -39,6 +39,16 @@ type ApplyOptions struct {
 	// rerun after a cut rewrites almost nothing). The target must then be
 	// an io.ReaderAt too.
 	SkipUnchanged bool
+	// ReadBack makes Apply check the target on the medium as it goes:
+	// it drops the target's cached pages before it starts (so what
+	// SkipUnchanged finds in place was read from the medium), and every
+	// 64 MiB of written chunks it syncs, drops those chunks' pages and
+	// re-reads them on another goroutine, comparing each 512 KiB chunk
+	// with the hash of what was written. When Apply returns nil with
+	// ReadBack set, every byte of the image has been read from the medium
+	// and matched: no separate Verify is needed. The target must be an
+	// io.ReaderAt, a Syncer and a CacheDropper.
+	ReadBack bool
 	// OnCheckpoint, when non-nil, is called between ops, about every
 	// CheckpointEvery stream bytes or CheckpointTarget target bytes, after
 	// the target was synced (it must be a Syncer): everything the
@@ -58,6 +68,9 @@ type ApplyStats struct {
 	// in place (SkipUnchanged) and zeroed without writing (holes, write
 	// zeroes).
 	Written, Skipped, Zeroed int64
+	// ReadBack is the target bytes re-read from the medium after they
+	// were written (ReadBack); the rest were read before, found in place.
+	ReadBack int64
 	// Checkpoints is how many checkpoints were taken.
 	Checkpoints int
 	// StreamRead is the stream bytes read by this call (a resume reads
@@ -75,6 +88,12 @@ func DefaultCheckpointEvery(size int64) int64 {
 
 // Syncer is implemented by targets that can make writes durable (*os.File).
 type Syncer interface{ Sync() error }
+
+// Prefetcher is implemented by sources that can start reading ahead
+// (posix_fadvise WILLNEED on a partition): Apply asks for the next ops'
+// source extents while it works on the current one, so the reads overlap
+// with hashing and decoding.
+type Prefetcher interface{ Prefetch(off, n int64) }
 
 // Zeroer is implemented by targets that can make a range read as zeros
 // without writing them (a hole in a file, the device's write-zeroes). Apply
@@ -117,8 +136,30 @@ func Apply(ctx context.Context, r io.Reader, target io.WriterAt, opts ApplyOptio
 		return h, err
 	}
 	defer a.close()
+	if opts.ReadBack {
+		if err := dropAll(target, h.TargetSize); err != nil {
+			return h, err
+		}
+	}
 	th := newTreeHasher(h.TargetSize, a.zero)
 	return h, run(ctx, a, lr, target, th, position{}, nil, opts)
+}
+
+// dropAll syncs the target and drops its cached pages of the image's
+// bytes, so the reads that follow come from the medium.
+func dropAll(target io.WriterAt, size int64) error {
+	s, ok1 := target.(Syncer)
+	d, ok2 := target.(CacheDropper)
+	if !ok1 || !ok2 {
+		return fmt.Errorf("stream: ReadBack needs a target that can be synced and have its cached pages dropped (a partition or a file)")
+	}
+	if err := s.Sync(); err != nil {
+		return fmt.Errorf("stream: sync the target before reading it: %w", err)
+	}
+	if err := d.DropRange(0, size); err != nil {
+		return fmt.Errorf("stream: drop the target's cached pages: %w", err)
+	}
+	return nil
 }
 
 // run applies the ops from pos on, then checks the end of the stream, the
@@ -149,9 +190,26 @@ func run(ctx context.Context, a *applier, lr *countingReader, target io.WriterAt
 		st = &ApplyStats{}
 	}
 	w.st = st
+	if w.reader != nil {
+		a.inPlace = w.inPlace
+	}
+	var rb *readBack
+	if opts.ReadBack {
+		var err error
+		if rb, err = newReadBack(ctx, target, h.TargetSize); err != nil {
+			return err
+		}
+		defer rb.stop()
+		th.onDirty = rb.add
+	}
 	err := a.walkFrom(ctx, lr, pos, ops, func(i int, o *Op, out []byte) error {
 		if err := w.op(i, o, out, th); err != nil {
 			return err
+		}
+		if rb != nil {
+			if err := rb.failed(); err != nil {
+				return err
+			}
 		}
 		st.StreamRead = lr.n - start
 		if opts.Progress != nil {
@@ -185,6 +243,13 @@ func run(ctx context.Context, a *applier, lr *countingReader, target io.WriterAt
 			return fmt.Errorf("stream: sync target: %w", err)
 		}
 	}
+	if rb != nil {
+		n, err := rb.finish()
+		st.ReadBack += n
+		if err != nil {
+			return err
+		}
+	}
 	if opts.Progress != nil && h.TargetSize == 0 {
 		opts.Progress(0, 0)
 	}
@@ -201,33 +266,61 @@ type sink struct {
 	opts    ApplyOptions
 	st      *ApplyStats
 	scratch []byte
+	placed  bool // the op's output is the target's bytes (inPlace)
+	misses  int  // inPlace probes that failed in a row
+	probe   int  // copy ops since the last probe, while missing
 }
 
 func (w *sink) op(i int, o *Op, out []byte, th *treeHasher) error {
+	placed := w.placed
+	w.placed = false
 	switch {
 	case o.Type == OpZero:
-		if err := w.zeros(o.TargetOff, o.TargetLen); err != nil {
-			return err
-		}
-		if err := th.Zeros(w.ctx, o.TargetLen); err != nil {
-			return err
-		}
-	case o.Type == OpCopy && o.TargetLen == treeChunk && o.TargetOff%treeChunk == 0 && len(o.Extents) == 1:
-		// out is the source window whose SHA-256 was just checked
-		// against o.SourceHash: that is this chunk's tree hash.
-		if err := w.write(out, o.TargetOff); err != nil {
-			return err
-		}
-		if !th.Chunk(o.SourceHash) {
-			th.Write(out)
-		}
+		return w.zeros(o.TargetOff, o.TargetLen, th)
+	case placed:
+		// out was read from the target and hashes to o.SourceHash: the
+		// target already holds this copy op's bytes.
+		w.st.Skipped += int64(len(out))
+		th.writing = false
 	default:
-		if err := w.write(out, o.TargetOff); err != nil {
+		wrote, err := w.write(out, o.TargetOff)
+		if err != nil {
 			return err
 		}
+		th.writing = wrote
+	}
+	// A copy op over one aligned chunk: out's SHA-256 was just checked
+	// against o.SourceHash, which is that chunk's tree hash.
+	if o.Type != OpCopy || o.TargetLen != treeChunk || o.TargetOff%treeChunk != 0 || !th.Chunk(o.SourceHash) {
 		th.Write(out)
 	}
 	return nil
+}
+
+// inPlace, for a copy op, reads the target's bytes where the op writes and
+// returns them if they hash to the op's source hash (the hash of what the
+// op writes): the target already holds them and the source need not be
+// read. It returns nil otherwise. After 8 misses in a row (a slot holding
+// something unrelated) it probes only every 16th copy op until one hits,
+// so an unrelated slot costs little extra hashing.
+func (w *sink) inPlace(o *Op) []byte {
+	if o.windowLen() != o.TargetLen {
+		return nil
+	}
+	if w.misses >= 8 {
+		if w.probe++; w.probe < 16 {
+			return nil
+		}
+		w.probe = 0
+	}
+	w.scratch = grow(w.scratch, o.TargetLen)
+	n, err := w.reader.ReadAt(w.scratch, o.TargetOff)
+	if n != len(w.scratch) || (err != nil && !errors.Is(err, io.EOF)) || sha256.Sum256(w.scratch) != o.SourceHash {
+		w.misses++
+		return nil
+	}
+	w.misses, w.placed = 0, true
+	return w.scratch
 }
 
 // same reports whether the target already holds p at off.
@@ -240,22 +333,24 @@ func (w *sink) same(p []byte, off int64) bool {
 	return n == len(p) && (err == nil || errors.Is(err, io.EOF)) && bytes.Equal(w.scratch, p)
 }
 
-func (w *sink) write(p []byte, off int64) error {
+// write writes p at off unless the target already holds it (wrote is
+// false then).
+func (w *sink) write(p []byte, off int64) (wrote bool, err error) {
 	if w.same(p, off) {
 		w.st.Skipped += int64(len(p))
-		return nil
+		return false, nil
 	}
 	if _, err := w.target.WriteAt(p, off); err != nil {
-		return &OpError{Op: -1, Offset: off, Fault: FaultTarget, Err: fmt.Errorf("write: %w", err)}
+		return false, &OpError{Op: -1, Offset: off, Fault: FaultTarget, Err: fmt.Errorf("write: %w", err)}
 	}
 	w.st.Written += int64(len(p))
-	return nil
+	return true, nil
 }
 
-// zeros makes [off, off+n) read as zeros, in pieces so that a huge zero op
-// stops soon after ctx is cancelled, skipping pieces that already are
-// zero with SkipUnchanged.
-func (w *sink) zeros(off, n int64) error {
+// zeros makes [off, off+n) read as zeros and hashes them, in pieces so
+// that a huge zero op stops soon after ctx is cancelled, skipping pieces
+// that already are zero with SkipUnchanged.
+func (w *sink) zeros(off, n int64, th *treeHasher) error {
 	const piece = 8 << 20
 	z := w.a.zero
 	for n > 0 {
@@ -263,8 +358,10 @@ func (w *sink) zeros(off, n int64) error {
 			return err
 		}
 		k := min(n, piece)
+		th.writing = true
 		if w.reader != nil && w.zeroAt(off, k) {
 			w.st.Skipped += k
+			th.writing = false
 		} else if w.zeroer != nil && w.zeroer.ZeroRange(off, k) == nil {
 			w.st.Zeroed += k
 		} else {
@@ -273,6 +370,9 @@ func (w *sink) zeros(off, n int64) error {
 				return err
 			}
 			w.st.Written += k
+		}
+		if err := th.Zeros(w.ctx, k); err != nil {
+			return err
 		}
 		off, n = off+k, n-k
 	}
@@ -370,12 +470,18 @@ type applier struct {
 	// most MaxPayload).
 	pwin, npuff []byte
 	zero        []byte
-	ops         []Op
-	seg, op     int // the segment and op being applied
+	// inPlace, when set, may return a copy op's output without reading
+	// the source (the target already holds it; see sink.inPlace).
+	inPlace func(o *Op) []byte
+	pf      Prefetcher // the source, if it prefetches
+	ahead   int        // the next op of a.ops to prefetch
+	ops     []Op
+	seg, op int // the segment and op being applied
 }
 
 func newApplier(h *Header, src io.ReaderAt) (*applier, error) {
 	a := &applier{h: h, src: src, zero: make([]byte, 64<<10)}
+	a.pf, _ = src.(Prefetcher)
 	var err error
 	if a.dec, err = newDecoder(h.Limits.MaxPayload); err != nil {
 		return nil, err
@@ -437,10 +543,14 @@ func (a *applier) walkFrom(ctx context.Context, r *countingReader, pos position,
 			}
 		}
 		a.seg = si
+		a.ahead = first
 		for k := first; k < len(a.ops); k++ {
 			o := &a.ops[k]
 			i := opBase + k
 			a.op = k
+			if decode && a.pf != nil {
+				a.prefetch(k)
+			}
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -455,7 +565,10 @@ func (a *applier) walkFrom(ctx context.Context, r *countingReader, pos position,
 					return &OpError{Op: i, Offset: o.TargetOff, Fault: FaultStream, Err: fmt.Errorf("%w: data blob at stream bytes %d-%d", ErrCorrupt, at, r.n)}
 				}
 			}
-			if decode && o.Type != OpZero {
+			if decode && o.Type == OpCopy && a.inPlace != nil {
+				out = a.inPlace(o)
+			}
+			if decode && o.Type != OpZero && out == nil {
 				var err error
 				if out, err = a.decodeOp(i, o); err != nil {
 					return err
@@ -473,6 +586,36 @@ func (a *applier) walkFrom(ctx context.Context, r *countingReader, pos position,
 		opBase += len(a.ops)
 	}
 	return nil
+}
+
+// prefetchAhead is how many source bytes Apply asks to be read ahead of
+// the op it is on.
+const prefetchAhead = 8 << 20
+
+// prefetch asks the source to read ahead the extents of the ops after op
+// k of the segment, up to prefetchAhead bytes (copy ops the target may
+// already hold, with SkipUnchanged, are left out).
+func (a *applier) prefetch(k int) {
+	wanted := func(o *Op) int64 {
+		if o.Type == OpCopy && a.inPlace != nil {
+			return 0
+		}
+		return o.windowLen()
+	}
+	a.ahead = max(a.ahead, k+1)
+	var queued int64
+	for j := k + 1; j < a.ahead; j++ {
+		queued += wanted(&a.ops[j])
+	}
+	for ; a.ahead < len(a.ops) && queued < prefetchAhead; a.ahead++ {
+		o := &a.ops[a.ahead]
+		if n := wanted(o); n > 0 {
+			for _, x := range o.Extents {
+				a.pf.Prefetch(x.Off, x.Len)
+			}
+			queued += n
+		}
+	}
 }
 
 // decodeOp produces the target bytes of a copy, data or patch op.

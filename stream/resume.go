@@ -94,6 +94,12 @@ func Resume(ctx context.Context, open OpenFunc, target Target, cp Checkpoint, op
 		return h, err
 	}
 	defer a.close()
+	if opts.ReadBack {
+		// The prefix is re-read from the medium: it counts as read back.
+		if err := dropAll(target, h.TargetSize); err != nil {
+			return h, err
+		}
+	}
 	th := newTreeHasher(h.TargetSize, a.zero)
 	if err := rehash(ctx, target, cp.TargetOff, th, a.zero); err != nil {
 		return h, err

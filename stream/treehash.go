@@ -36,6 +36,14 @@ type treeHasher struct {
 	outer, cur hash.Hash
 	fill       int // bytes in the current chunk
 	zero       []byte
+	// idx is the current chunk's index. writing says the bytes hashed
+	// next were written (or zeroed) by this apply; dirty that some of the
+	// current chunk's were. onDirty, when set, gets every dirty chunk's
+	// index and hash as the chunk ends (the read-back checks them).
+	idx     int64
+	writing bool
+	dirty   bool
+	onDirty func(idx int64, sum Hash)
 }
 
 func newTreeHasher(size int64, zero []byte) *treeHasher {
@@ -50,6 +58,7 @@ func newTreeHasher(size int64, zero []byte) *treeHasher {
 func (t *treeHasher) Write(p []byte) {
 	for len(p) > 0 {
 		k := min(len(p), treeChunk-t.fill)
+		t.dirty = t.dirty || t.writing
 		t.cur.Write(p[:k])
 		t.fill += k
 		p = p[k:]
@@ -65,6 +74,16 @@ func (t *treeHasher) endChunk() {
 	t.outer.Write(s[:])
 	t.cur.Reset()
 	t.fill = 0
+	t.ended(s, t.dirty)
+}
+
+// ended moves past the chunk whose hash is s, reporting it if dirty.
+func (t *treeHasher) ended(s Hash, dirty bool) {
+	if dirty && t.onDirty != nil {
+		t.onDirty(t.idx, s)
+	}
+	t.idx++
+	t.dirty = false
 }
 
 // Chunk adds a whole chunk by its hash; the hasher must be at a chunk
@@ -74,6 +93,7 @@ func (t *treeHasher) Chunk(h Hash) bool {
 		return false
 	}
 	t.outer.Write(h[:])
+	t.ended(h, t.writing)
 	return true
 }
 
@@ -90,6 +110,7 @@ func (t *treeHasher) Zeros(ctx context.Context, n int64) error {
 		if t.fill == 0 && n >= treeChunk {
 			z := zeroChunk()
 			t.outer.Write(z[:])
+			t.ended(z, t.writing)
 			n -= treeChunk
 			continue
 		}
