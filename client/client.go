@@ -662,6 +662,10 @@ type DownloadOptions struct {
 	OnCheckpoint func(stream.Checkpoint) error
 	// SkipUnchanged skips writes of bytes the target already holds.
 	SkipUnchanged bool
+	// ReadBack reads every chunk back from the medium as it goes (see
+	// stream.ApplyOptions.ReadBack): when Download returns nil, the
+	// target's content was verified on the medium.
+	ReadBack bool
 	// Stats is filled in when non-nil, summed over every source read.
 	Stats *stream.ApplyStats
 	// OnSource, when non-nil and mirrors are configured, is called when
@@ -770,6 +774,7 @@ func (c *Client) Download(ctx context.Context, img ImagePlan, target Target, sou
 			o.Stats.Written += st.Written
 			o.Stats.Skipped += st.Skipped
 			o.Stats.Zeroed += st.Zeroed
+			o.Stats.ReadBack += st.ReadBack
 			o.Stats.Checkpoints += st.Checkpoints
 			o.Stats.StreamRead += st.StreamRead
 		}
@@ -801,7 +806,7 @@ func (c *Client) downloadFrom(ctx context.Context, s streamSource, img ImagePlan
 	name := fetch.Redact(s.raw)
 	want := stream.Hash(img.Header)
 	opts := stream.ApplyOptions{ExpectHeader: &want, MaxStreamSize: img.Size, Progress: o.Progress,
-		SkipUnchanged: o.SkipUnchanged, OnCheckpoint: onCheckpoint, Stats: st}
+		SkipUnchanged: o.SkipUnchanged, ReadBack: o.ReadBack, OnCheckpoint: onCheckpoint, Stats: st}
 	if img.Delta {
 		opts.Source = source
 	}

@@ -63,6 +63,7 @@ var Keys = []Key{
 	{"health_failure", "what a failed health check does: stay (unconfirmed; the bootloader falls back once the tries run out), mark-bad (the other slot boots next time), reboot (mark-bad, then reboot now); default stay"},
 	{"on_trial", "update while the running slot is still on trial: refuse (default) or confirm (mark it good first, health checks included)"},
 	{"min_rate", "slowest acceptable download, bytes per second (default 4096): a file must arrive within 2 minutes plus its size at this rate"},
+	{"skip_unchanged", "read the inactive slot before writing and skip what it already holds: true (default: fewer flash writes, faster where reads are cheaper than writes, as on eMMC and SD cards) or false (write every byte: faster where cold reads are slow, as on a loop device over a file)"},
 	{"mirrors", "copies of the repository to take streams from, tried in order before the repository itself (and asked for the signed metadata only when it is unavailable): URLs (https://, http://, file://) or absolute directories, separated by spaces"},
 }
 
@@ -140,6 +141,9 @@ type Config struct {
 	// Repository is unavailable, checked the same way), and every stream
 	// byte is checked against it, so a mirror needs no trust.
 	Mirrors []string
+	// SkipUnchanged makes installs read the target slot first and write
+	// only what differs (default true).
+	SkipUnchanged bool
 
 	values map[string]entry
 }
@@ -152,7 +156,7 @@ func Default() *Config {
 		Cmdline: DefaultCmdline, Tries: DefaultTries, GrubEnv: DefaultGrubEnv, GrubScheme: DefaultGrubScheme,
 		FwEnvConfig: DefaultFwEnvConfig, UBootScheme: DefaultUBootScheme, Misc: DefaultMisc,
 		HealthDir: DefaultHealthDir, HealthTimeout: DefaultHealthTimeout, HealthFailure: HealthStay,
-		OnTrial: TrialRefuse, MinRate: DefaultMinRate, values: map[string]entry{},
+		OnTrial: TrialRefuse, MinRate: DefaultMinRate, SkipUnchanged: true, values: map[string]entry{},
 	}
 }
 
@@ -220,6 +224,8 @@ func (c *Config) set(k, v string) {
 		c.MinRate, _ = strconv.ParseInt(v, 10, 64)
 	case "mirrors":
 		c.Mirrors = strings.Fields(v)
+	case "skip_unchanged":
+		c.SkipUnchanged = v == "true"
 	}
 }
 
@@ -377,6 +383,10 @@ func checkValue(k, v string) error {
 		}
 	case "mirrors":
 		return checkMirrors(v)
+	case "skip_unchanged":
+		if v != "true" && v != "false" {
+			return fmt.Errorf("skip_unchanged %q: use true or false", v)
+		}
 	case "grub_scheme":
 		if v != "sysupdate" && v != "rauc" {
 			return fmt.Errorf("grub_scheme %q: use sysupdate or rauc", v)

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"os"
 
-	"golang.org/x/sys/unix"
+	"github.com/sysupdate/sysupdate/partition"
 )
 
 // dropCache asks the kernel to drop cached pages of f (after syncing it), so
@@ -13,8 +13,5 @@ func dropCache(f *os.File) error {
 	if err := f.Sync(); err != nil {
 		return fmt.Errorf("sync %s: %w", f.Name(), err)
 	}
-	if err := unix.Fadvise(int(f.Fd()), 0, 0, unix.FADV_DONTNEED); err != nil {
-		return fmt.Errorf("drop cached pages of %s: %w", f.Name(), err)
-	}
-	return nil
+	return partition.DropPages(f, 0, 0)
 }

@@ -28,7 +28,7 @@ var configKeyFlags = []struct{ flag, key string }{
 	{"grub-scheme", "grub_scheme"}, {"fw-env-config", "fw_env_config"}, {"uboot-scheme", "uboot_scheme"},
 	{"misc", "misc"}, {"slot-suffix", "slot_suffix"}, {"health-dir", "health_dir"},
 	{"health-timeout", "health_timeout"}, {"health-failure", "health_failure"}, {"on-trial", "on_trial"},
-	{"min-rate", "min_rate"}, {"mirrors", "mirrors"},
+	{"min-rate", "min_rate"}, {"mirrors", "mirrors"}, {"skip-unchanged", "skip_unchanged"},
 }
 
 func addDeviceFlags(fs *flag.FlagSet) *deviceFlags {
