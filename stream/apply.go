@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 
 	"github.com/sysupdate/sysupdate/stream/puff"
@@ -39,15 +40,19 @@ type ApplyOptions struct {
 	// rerun after a cut rewrites almost nothing). The target must then be
 	// an io.ReaderAt too.
 	SkipUnchanged bool
-	// ReadBack makes Apply check the target on the medium as it goes:
-	// it drops the target's cached pages before it starts (so what
-	// SkipUnchanged finds in place was read from the medium), and every
-	// 64 MiB of written chunks it syncs, drops those chunks' pages and
-	// re-reads them on another goroutine, comparing each 512 KiB chunk
-	// with the hash of what was written. When Apply returns nil with
-	// ReadBack set, every byte of the image has been read from the medium
-	// and matched: no separate Verify is needed. The target must be an
-	// io.ReaderAt, a Syncer and a CacheDropper.
+	// ReadBack makes Apply read the target back from the medium as it
+	// goes and take the image's tree hash from what it reads, not from
+	// what it wrote: it drops the target's cached pages before it starts
+	// (so what SkipUnchanged finds in place was read from the medium),
+	// and on another goroutine, at most about 64 MiB behind, it writes
+	// back and drops the pages of every range it wrote, reads every range
+	// back and hashes it. When Apply returns nil with ReadBack set, every
+	// byte of the image has been read from the medium and matched: no
+	// separate Verify is needed. Checkpoints then get their tree state
+	// from the reader and OnCheckpoint is called on its goroutine (one
+	// call at a time, in order, all before Apply returns). The target
+	// must be an io.ReaderAt and a CacheDropper (and may be a
+	// Prefetcher).
 	ReadBack bool
 	// OnCheckpoint, when non-nil, is called between ops, about every
 	// CheckpointEvery stream bytes or CheckpointTarget target bytes, after
@@ -88,12 +93,6 @@ func DefaultCheckpointEvery(size int64) int64 {
 
 // Syncer is implemented by targets that can make writes durable (*os.File).
 type Syncer interface{ Sync() error }
-
-// Prefetcher is implemented by sources that can start reading ahead
-// (posix_fadvise WILLNEED on a partition): Apply asks for the next ops'
-// source extents while it works on the current one, so the reads overlap
-// with hashing and decoding.
-type Prefetcher interface{ Prefetch(off, n int64) }
 
 // Zeroer is implemented by targets that can make a range read as zeros
 // without writing them (a hole in a file, the device's write-zeroes). Apply
@@ -145,16 +144,12 @@ func Apply(ctx context.Context, r io.Reader, target io.WriterAt, opts ApplyOptio
 	return h, run(ctx, a, lr, target, th, position{}, nil, opts)
 }
 
-// dropAll syncs the target and drops its cached pages of the image's
-// bytes, so the reads that follow come from the medium.
+// dropAll drops the target's cached pages of the image's bytes, so the
+// reads that follow come from the medium.
 func dropAll(target io.WriterAt, size int64) error {
-	s, ok1 := target.(Syncer)
-	d, ok2 := target.(CacheDropper)
-	if !ok1 || !ok2 {
-		return fmt.Errorf("stream: ReadBack needs a target that can be synced and have its cached pages dropped (a partition or a file)")
-	}
-	if err := s.Sync(); err != nil {
-		return fmt.Errorf("stream: sync the target before reading it: %w", err)
+	d, ok := target.(CacheDropper)
+	if !ok {
+		return fmt.Errorf("stream: ReadBack needs a target that can have its cached pages dropped (a partition or a file)")
 	}
 	if err := d.DropRange(0, size); err != nil {
 		return fmt.Errorf("stream: drop the target's cached pages: %w", err)
@@ -195,12 +190,14 @@ func run(ctx context.Context, a *applier, lr *countingReader, target io.WriterAt
 	}
 	var rb *readBack
 	if opts.ReadBack {
+		// The reader owns th from here: it hashes what it reads back.
 		var err error
-		if rb, err = newReadBack(ctx, target, h.TargetSize); err != nil {
+		if rb, err = newReadBack(ctx, target, h.TargetSize, th, pos.TargetOff, opts.OnCheckpoint); err != nil {
 			return err
 		}
+		rb.onDone = func() { st.Checkpoints++ }
 		defer rb.stop()
-		th.onDirty = rb.add
+		w.rb = rb
 	}
 	err := a.walkFrom(ctx, lr, pos, ops, func(i int, o *Op, out []byte) error {
 		if err := w.op(i, o, out, th); err != nil {
@@ -220,11 +217,16 @@ func run(ctx context.Context, a *applier, lr *countingReader, target io.WriterAt
 			if err := syncer.Sync(); err != nil {
 				return &OpError{Op: i, Offset: o.TargetOff, Fault: FaultTarget, Err: fmt.Errorf("sync before checkpoint: %w", err)}
 			}
-			cp := Checkpoint{Header: h.Hash, HeaderLen: h.HeaderLen, Segment: a.seg, Op: a.op + 1, OpIndex: i + 1, StreamOff: lr.n, TargetOff: end, Tree: th.stateDigest()}
-			if err := opts.OnCheckpoint(cp); err != nil {
-				return fmt.Errorf("stream: checkpoint at target offset %d: %w", end, err)
+			cp := Checkpoint{Header: h.Hash, HeaderLen: h.HeaderLen, Segment: a.seg, Op: a.op + 1, OpIndex: i + 1, StreamOff: lr.n, TargetOff: end}
+			if rb != nil {
+				rb.checkpoint(cp) // the reader adds the tree state
+			} else {
+				cp.Tree = th.stateDigest()
+				if err := opts.OnCheckpoint(cp); err != nil {
+					return fmt.Errorf("stream: checkpoint at target offset %d: %w", end, err)
+				}
+				st.Checkpoints++
 			}
-			st.Checkpoints++
 			lastStream, lastTarget = lr.n, end
 		}
 		return nil
@@ -235,8 +237,10 @@ func run(ctx context.Context, a *applier, lr *countingReader, target io.WriterAt
 	if err := checkEnd(lr); err != nil {
 		return err
 	}
-	if sum := th.Sum(); sum != h.TargetTree {
-		return fmt.Errorf("%w: wrote an image whose tree hash is %s, the header says %s; the stream is inconsistent: do not boot this slot", ErrTargetMismatch, sum, h.TargetTree)
+	if rb == nil {
+		if sum := th.Sum(); sum != h.TargetTree {
+			return fmt.Errorf("%w: wrote an image whose tree hash is %s, the header says %s; the stream is inconsistent: do not boot this slot", ErrTargetMismatch, sum, h.TargetTree)
+		}
 	}
 	if syncer != nil {
 		if err := syncer.Sync(); err != nil {
@@ -244,10 +248,13 @@ func run(ctx context.Context, a *applier, lr *countingReader, target io.WriterAt
 		}
 	}
 	if rb != nil {
-		n, err := rb.finish()
+		sum, n, err := rb.finish()
 		st.ReadBack += n
 		if err != nil {
 			return err
+		}
+		if sum != h.TargetTree {
+			return fmt.Errorf("%w: the target reads back from the medium with tree hash %s, the header says %s: the medium did not keep what was written (bad medium?), or the stream is inconsistent; do not boot this slot", ErrTargetMismatch, sum, h.TargetTree)
 		}
 	}
 	if opts.Progress != nil && h.TargetSize == 0 {
@@ -266,14 +273,16 @@ type sink struct {
 	opts    ApplyOptions
 	st      *ApplyStats
 	scratch []byte
-	placed  bool // the op's output is the target's bytes (inPlace)
-	misses  int  // inPlace probes that failed in a row
-	probe   int  // copy ops since the last probe, while missing
+	rb      *readBack // with ReadBack: hashes what it reads back (th unused)
+	placed  bool      // the op's output is the target's bytes (inPlace)
+	misses  int       // inPlace probes that failed in a row
+	probe   int       // copy ops since the last probe, while missing
 }
 
 func (w *sink) op(i int, o *Op, out []byte, th *treeHasher) error {
 	placed := w.placed
 	w.placed = false
+	wrote := false
 	switch {
 	case o.Type == OpZero:
 		return w.zeros(o.TargetOff, o.TargetLen, th)
@@ -281,13 +290,15 @@ func (w *sink) op(i int, o *Op, out []byte, th *treeHasher) error {
 		// out was read from the target and hashes to o.SourceHash: the
 		// target already holds this copy op's bytes.
 		w.st.Skipped += int64(len(out))
-		th.writing = false
 	default:
-		wrote, err := w.write(out, o.TargetOff)
-		if err != nil {
+		var err error
+		if wrote, err = w.write(out, o.TargetOff); err != nil {
 			return err
 		}
-		th.writing = wrote
+	}
+	if w.rb != nil {
+		w.rb.finished(o.TargetOff, o.TargetLen, wrote)
+		return nil
 	}
 	// A copy op over one aligned chunk: out's SHA-256 was just checked
 	// against o.SourceHash, which is that chunk's tree hash.
@@ -358,10 +369,10 @@ func (w *sink) zeros(off, n int64, th *treeHasher) error {
 			return err
 		}
 		k := min(n, piece)
-		th.writing = true
+		dirty := true
 		if w.reader != nil && w.zeroAt(off, k) {
 			w.st.Skipped += k
-			th.writing = false
+			dirty = false
 		} else if w.zeroer != nil && w.zeroer.ZeroRange(off, k) == nil {
 			w.st.Zeroed += k
 		} else {
@@ -371,7 +382,9 @@ func (w *sink) zeros(off, n int64, th *treeHasher) error {
 			}
 			w.st.Written += k
 		}
-		if err := th.Zeros(w.ctx, k); err != nil {
+		if w.rb != nil {
+			w.rb.finished(off, k, dirty)
+		} else if err := th.Zeros(w.ctx, k); err != nil {
 			return err
 		}
 		off, n = off+k, n-k
@@ -473,15 +486,13 @@ type applier struct {
 	// inPlace, when set, may return a copy op's output without reading
 	// the source (the target already holds it; see sink.inPlace).
 	inPlace func(o *Op) []byte
-	pf      Prefetcher // the source, if it prefetches
-	ahead   int        // the next op of a.ops to prefetch
+	sh      hash.Hash // the source windows' hasher, reused
 	ops     []Op
 	seg, op int // the segment and op being applied
 }
 
 func newApplier(h *Header, src io.ReaderAt) (*applier, error) {
-	a := &applier{h: h, src: src, zero: make([]byte, 64<<10)}
-	a.pf, _ = src.(Prefetcher)
+	a := &applier{h: h, src: src, zero: make([]byte, 64<<10), sh: sha256.New()}
 	var err error
 	if a.dec, err = newDecoder(h.Limits.MaxPayload); err != nil {
 		return nil, err
@@ -543,14 +554,10 @@ func (a *applier) walkFrom(ctx context.Context, r *countingReader, pos position,
 			}
 		}
 		a.seg = si
-		a.ahead = first
 		for k := first; k < len(a.ops); k++ {
 			o := &a.ops[k]
 			i := opBase + k
 			a.op = k
-			if decode && a.pf != nil {
-				a.prefetch(k)
-			}
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -588,36 +595,6 @@ func (a *applier) walkFrom(ctx context.Context, r *countingReader, pos position,
 	return nil
 }
 
-// prefetchAhead is how many source bytes Apply asks to be read ahead of
-// the op it is on.
-const prefetchAhead = 8 << 20
-
-// prefetch asks the source to read ahead the extents of the ops after op
-// k of the segment, up to prefetchAhead bytes (copy ops the target may
-// already hold, with SkipUnchanged, are left out).
-func (a *applier) prefetch(k int) {
-	wanted := func(o *Op) int64 {
-		if o.Type == OpCopy && a.inPlace != nil {
-			return 0
-		}
-		return o.windowLen()
-	}
-	a.ahead = max(a.ahead, k+1)
-	var queued int64
-	for j := k + 1; j < a.ahead; j++ {
-		queued += wanted(&a.ops[j])
-	}
-	for ; a.ahead < len(a.ops) && queued < prefetchAhead; a.ahead++ {
-		o := &a.ops[a.ahead]
-		if n := wanted(o); n > 0 {
-			for _, x := range o.Extents {
-				a.pf.Prefetch(x.Off, x.Len)
-			}
-			queued += n
-		}
-	}
-}
-
 // decodeOp produces the target bytes of a copy, data or patch op.
 func (a *applier) decodeOp(i int, o *Op) ([]byte, error) {
 	h := a.h
@@ -626,7 +603,8 @@ func (a *applier) decodeOp(i int, o *Op) ([]byte, error) {
 		a.win = grow(a.win, o.windowLen())
 		win = a.win
 		p := 0
-		sh := sha256.New()
+		sh := a.sh
+		sh.Reset()
 		for _, x := range o.Extents {
 			if _, err := a.src.ReadAt(win[p:p+int(x.Len)], x.Off); err != nil {
 				return nil, &OpError{Op: i, Offset: o.TargetOff, Fault: FaultSource, Err: fmt.Errorf("read source bytes %d-%d: %w", x.Off, x.Off+x.Len, truncated(err))}

@@ -3,127 +3,146 @@ package stream
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"fmt"
 	"io"
 	"sync"
 )
 
 // CacheDropper is implemented by targets whose cached pages can be
-// dropped (a partition, a file): after DropRange(off, n) returns nil, the
-// next reads of those bytes come from the medium. The range must have been
-// synced; dirty pages are not dropped.
+// dropped (a partition, a file): DropRange(off, n) writes the range's
+// dirty pages to the device and drops them, so the next reads of those
+// bytes come from the medium. It need not be a durability point (it need
+// not flush the device's write cache).
 type CacheDropper interface {
 	DropRange(off, n int64) error
 }
 
-// readBackBatch is how many written chunks (512 KiB each: 64 MiB) the
-// read-back checks per sync. With the batch in flight and the one being
-// filled, it holds at most twice this many 40-byte records and one chunk
-// buffer, whatever the image size.
-const readBackBatch = 128
+// Prefetcher is implemented by targets that can start reading a range
+// into their page cache without waiting (posix_fadvise WILLNEED): the
+// read-back asks for each batch of ranges it dropped at once, so the
+// medium reads them in large requests while it hashes.
+type Prefetcher interface{ Prefetch(off, n int64) }
 
-// chunkSum is one written tree chunk and the SHA-256 of what was written.
-type chunkSum struct {
-	idx int64
-	sum Hash
+// Bounds of the read-back's lag behind Apply: a batch is sent to it every
+// rbBatchItems ranges or rbBatchBytes target bytes, and at most rbQueue
+// batches wait, so the reader is at most about 64 MiB of target behind and
+// holds a few KiB of records and one chunk buffer, whatever the image.
+const (
+	rbBatchItems = 64
+	rbBatchBytes = 4 << 20
+	rbQueue      = 16
+)
+
+// rbItem is a target range Apply has finished, in target order: dirty if
+// Apply wrote or zeroed it (else it found the bytes in place, reading
+// them from the medium). A checkpoint item (cp set) has no range: the
+// reader fills in cp.Tree once it has hashed everything before it and
+// hands the checkpoint on.
+type rbItem struct {
+	off, end int64
+	dirty    bool
+	cp       *Checkpoint
 }
 
-// readBack re-reads, from the medium, the tree chunks Apply wrote, while
-// Apply goes on: every readBackBatch written chunks it syncs the target,
-// drops those chunks' cached pages and compares each chunk's SHA-256 with
-// the hash of what was written. Chunks Apply found already in place were
-// read from the medium then (Apply drops the target's cache before it
-// starts), so once finish returns nil every byte of the target has been
-// read back from the medium and matched the image.
+// readBack computes the image's tree hash from the target's medium while
+// Apply writes it: on its own goroutine it reads back every range Apply
+// has finished, in order, after writing back and dropping the cached
+// pages of the ranges Apply wrote (and asking for them again at once, if
+// the target can prefetch), and hashes it. Ranges Apply found in
+// place were read from the medium then (Apply drops the target's cache
+// before it starts) and may come from the cache. When finish's tree hash
+// equals the header's, every byte of the target was read from the medium
+// and matched the image. Checkpoints go through the reader, which
+// supplies their tree state from what it read.
 type readBack struct {
 	ctx    context.Context
 	r      io.ReaderAt
-	syncer Syncer
 	drop   CacheDropper
+	pf     Prefetcher // nil if the target has none
+	th     *treeHasher
 	size   int64
+	onCp   func(Checkpoint) error
+	onDone func() // after each checkpoint handed on (Stats)
 
-	pending []chunkSum
-	work    chan []chunkSum
-	free    chan []chunkSum
+	pending []rbItem
+	pbytes  int64
+	work    chan []rbItem
+	free    chan []rbItem // batches the reader is done with, for reuse
 	done    chan struct{}
+	closed  bool
 
 	mu     sync.Mutex
 	err    error
-	reread int64 // bytes re-read so far (read by Stats after finish)
-	closed bool
+	reread int64 // bytes dropped and read back after Apply wrote them
+	pos    int64 // the next target byte to hash
 }
 
-// newReadBack starts the read-back worker for a target of size bytes; the
-// target must be a ReaderAt, a Syncer and a CacheDropper.
-func newReadBack(ctx context.Context, target io.WriterAt, size int64) (*readBack, error) {
+// newReadBack starts the reader. th is the tree hasher at the position
+// Apply starts from (after a resume's re-read of the prefix); the reader
+// owns it from now on. onCp, if not nil, gets every checkpoint with its
+// tree state, on the reader's goroutine, in order.
+func newReadBack(ctx context.Context, target io.WriterAt, size int64, th *treeHasher, start int64, onCp func(Checkpoint) error) (*readBack, error) {
 	r, ok1 := target.(io.ReaderAt)
-	s, ok2 := target.(Syncer)
-	d, ok3 := target.(CacheDropper)
-	if !ok1 || !ok2 || !ok3 {
-		return nil, fmt.Errorf("stream: ReadBack needs a target that can be read, synced and have its cached pages dropped (a partition or a file)")
+	d, ok2 := target.(CacheDropper)
+	if !ok1 || !ok2 {
+		return nil, fmt.Errorf("stream: ReadBack needs a target that can be read and have its cached pages dropped (a partition or a file)")
 	}
-	rb := &readBack{ctx: ctx, r: r, syncer: s, drop: d, size: size,
-		pending: make([]chunkSum, 0, readBackBatch),
-		work:    make(chan []chunkSum, 1), free: make(chan []chunkSum, 2), done: make(chan struct{})}
-	rb.free <- make([]chunkSum, 0, readBackBatch)
+	pf, _ := target.(Prefetcher)
+	rb := &readBack{ctx: ctx, r: r, drop: d, pf: pf, th: th, size: size, onCp: onCp, pos: start,
+		pending: make([]rbItem, 0, rbBatchItems+1),
+		work:    make(chan []rbItem, rbQueue), free: make(chan []rbItem, rbQueue+2), done: make(chan struct{})}
 	go rb.run()
 	return rb, nil
 }
 
-// add queues written chunk idx, whose bytes hash to sum. It blocks while
-// the worker is a whole batch behind (that bounds its memory).
-func (rb *readBack) add(idx int64, sum Hash) {
-	rb.pending = append(rb.pending, chunkSum{idx, sum})
-	if len(rb.pending) == readBackBatch {
+// finished records that Apply finished target bytes [off, off+n), writing
+// them (dirty) or finding them in place. Ranges come in target order.
+func (rb *readBack) finished(off, n int64, dirty bool) {
+	if n <= 0 {
+		return
+	}
+	if k := len(rb.pending); k > 0 && rb.pending[k-1].cp == nil && rb.pending[k-1].end == off && rb.pending[k-1].dirty == dirty {
+		rb.pending[k-1].end = off + n
+	} else {
+		rb.pending = append(rb.pending, rbItem{off: off, end: off + n, dirty: dirty})
+	}
+	rb.pbytes += n
+	if len(rb.pending) >= rbBatchItems || rb.pbytes >= rbBatchBytes {
 		rb.flush()
 	}
 }
 
+// checkpoint queues cp (its TargetOff bytes are synced) and sends it at
+// once, so it is taken even while the stream stalls.
+func (rb *readBack) checkpoint(cp Checkpoint) {
+	rb.pending = append(rb.pending, rbItem{cp: &cp})
+	rb.flush()
+}
+
+// flush sends the pending items; it blocks while rbQueue batches wait.
 func (rb *readBack) flush() {
-	if len(rb.pending) == 0 || rb.failed() != nil {
-		rb.pending = rb.pending[:0]
+	if len(rb.pending) == 0 {
 		return
 	}
 	select {
 	case rb.work <- rb.pending:
 	case <-rb.ctx.Done():
-		rb.pending = rb.pending[:0]
-		return
 	}
+	// Batches are reused: the loop allocates nothing once rbQueue+2
+	// exist (a collection costs more than the batch).
 	select {
 	case rb.pending = <-rb.free:
-	case <-rb.ctx.Done():
-		rb.pending = make([]chunkSum, 0, readBackBatch)
+	default:
+		rb.pending = make([]rbItem, 0, rbBatchItems+1)
 	}
+	rb.pbytes = 0
 }
 
-// failed returns the first mismatch or error the worker found, if any.
+// failed returns the first error the reader found, if any.
 func (rb *readBack) failed() error {
 	rb.mu.Lock()
 	defer rb.mu.Unlock()
 	return rb.err
-}
-
-// finish checks the last chunks and waits for the worker: nil means every
-// queued chunk read back from the medium as written.
-func (rb *readBack) finish() (int64, error) {
-	rb.flush()
-	rb.stop()
-	if err := rb.failed(); err != nil {
-		return rb.reread, err
-	}
-	return rb.reread, rb.ctx.Err()
-}
-
-// stop ends the worker (after the batch it has) and waits for it; it may
-// be called more than once.
-func (rb *readBack) stop() {
-	if !rb.closed {
-		rb.closed = true
-		close(rb.work)
-	}
-	<-rb.done
 }
 
 func (rb *readBack) setErr(err error) {
@@ -134,58 +153,119 @@ func (rb *readBack) setErr(err error) {
 	rb.mu.Unlock()
 }
 
+// finish sends what is pending, waits for the reader and returns the tree
+// hash of what it read and how many written bytes it re-read.
+func (rb *readBack) finish() (Hash, int64, error) {
+	rb.flush()
+	rb.stop()
+	if err := rb.failed(); err != nil {
+		return Hash{}, rb.reread, err
+	}
+	if err := rb.ctx.Err(); err != nil {
+		return Hash{}, rb.reread, err
+	}
+	if rb.pos != rb.size {
+		return Hash{}, rb.reread, fmt.Errorf("stream: read-back stopped at target byte %d of %d", rb.pos, rb.size)
+	}
+	return rb.th.Sum(), rb.reread, nil
+}
+
+// stop ends the reader after what it was sent and waits for it; it may be
+// called more than once.
+func (rb *readBack) stop() {
+	if !rb.closed {
+		rb.closed = true
+		close(rb.work)
+	}
+	<-rb.done
+}
+
 func (rb *readBack) run() {
 	defer close(rb.done)
 	buf := make([]byte, treeChunk)
 	for batch := range rb.work {
-		if rb.failed() == nil && rb.ctx.Err() == nil {
-			if err := rb.check(batch, buf); err != nil {
+		if err := rb.dropBatch(batch); err != nil {
+			rb.setErr(err)
+		}
+		for _, it := range batch {
+			if rb.failed() != nil || rb.ctx.Err() != nil {
+				break // drain: Apply is stopping
+			}
+			if err := rb.item(it, buf); err != nil {
 				rb.setErr(err)
 			}
 		}
-		rb.free <- batch[:0]
+		select {
+		case rb.free <- batch[:0]:
+		default:
+		}
 	}
 }
 
-// check syncs the target, drops the batch's cached pages (contiguous
-// chunks in one call) and compares every chunk with its hash.
-func (rb *readBack) check(batch []chunkSum, buf []byte) error {
-	if err := rb.syncer.Sync(); err != nil {
-		return fmt.Errorf("stream: read-back: sync the target: %w", err)
+// rbPage: cached pages are dropped in whole pages, so dropped ranges are
+// widened to page boundaries.
+const rbPage = 4096
+
+// dropBatch writes back and drops the cached pages of the batch's written
+// ranges and asks for them to be read again, all before any is read: the
+// medium then reads the batch in large requests while it is hashed.
+func (rb *readBack) dropBatch(batch []rbItem) error {
+	if rb.failed() != nil || rb.ctx.Err() != nil {
+		return nil
 	}
-	for i := 0; i < len(batch); {
-		j := i + 1
-		for j < len(batch) && batch[j].idx == batch[j-1].idx+1 {
-			j++
+	for _, it := range batch {
+		if it.cp != nil || !it.dirty {
+			continue
 		}
-		off := batch[i].idx * treeChunk
-		end := min(batch[j-1].idx*treeChunk+treeChunk, rb.size)
-		if err := rb.drop.DropRange(off, end-off); err != nil {
-			return fmt.Errorf("stream: read-back: drop the cached pages of target bytes %d-%d: %w", off, end, err)
+		lo := it.off / rbPage * rbPage
+		hi := min((it.end+rbPage-1)/rbPage*rbPage, rb.size)
+		if err := rb.drop.DropRange(lo, hi-lo); err != nil {
+			return fmt.Errorf("stream: read-back: write back and drop the cached pages of target bytes %d-%d: %w", lo, hi, err)
 		}
-		i = j
+		if rb.pf != nil {
+			rb.pf.Prefetch(lo, hi-lo)
+		}
 	}
-	zero := zeroChunk()
-	for _, c := range batch {
-		if err := rb.ctx.Err(); err != nil {
-			return err
+	return nil
+}
+
+func (rb *readBack) item(it rbItem, buf []byte) error {
+	if it.cp != nil {
+		if it.cp.TargetOff != rb.pos {
+			return fmt.Errorf("stream: read-back at target byte %d, checkpoint at %d", rb.pos, it.cp.TargetOff)
 		}
-		off := c.idx * treeChunk
-		b := buf[:min(treeChunk, rb.size-off)]
-		if n, err := rb.r.ReadAt(b, off); n != len(b) {
-			return fmt.Errorf("stream: read-back of target bytes %d-%d: %w", off, off+int64(len(b)), truncated(err))
+		it.cp.Tree = rb.th.stateDigest()
+		if rb.onCp != nil {
+			if err := rb.onCp(*it.cp); err != nil {
+				return fmt.Errorf("stream: checkpoint at target offset %d: %w", it.cp.TargetOff, err)
+			}
 		}
-		var got Hash
-		if c.sum == zero && len(b) == treeChunk && allZero(b) {
-			got = zero // what a zero op wrote: compared, not hashed
+		if rb.onDone != nil {
+			rb.onDone()
+		}
+		return nil
+	}
+	if it.off != rb.pos {
+		return fmt.Errorf("stream: read-back at target byte %d, next range at %d", rb.pos, it.off)
+	}
+	for rb.pos < it.end {
+		// Whole tree chunks where possible, so zero chunks cost a compare.
+		next := min((rb.pos/treeChunk+1)*treeChunk, it.end)
+		b := buf[:next-rb.pos]
+		if n, err := rb.r.ReadAt(b, rb.pos); n != len(b) {
+			return fmt.Errorf("stream: read-back of target bytes %d-%d: %w", rb.pos, next, truncated(err))
+		}
+		if allZero(b) {
+			if err := rb.th.Zeros(rb.ctx, int64(len(b))); err != nil {
+				return err
+			}
 		} else {
-			got = sha256.Sum256(b)
+			rb.th.Write(b)
 		}
-		if got != c.sum {
-			return fmt.Errorf("%w: target bytes %d-%d read back from the medium with SHA-256 %s, but %s was written there: the write did not stick (bad medium?); do not boot this slot",
-				ErrTargetMismatch, off, off+int64(len(b)), got, c.sum)
+		if it.dirty {
+			rb.reread += int64(len(b))
 		}
-		rb.reread += int64(len(b))
+		rb.pos = next
 	}
 	return nil
 }

@@ -28,7 +28,13 @@ const treeChunk = 512 << 10
 var treePrefix = []byte("sysupdate tree v1\x00")
 
 var zeroChunk = sync.OnceValue(func() (h Hash) {
-	return sha256.Sum256(make([]byte, treeChunk))
+	var z [4096]byte // not a 512 KiB allocation: Apply's heap stays small
+	d := sha256.New()
+	for range treeChunk / len(z) {
+		d.Write(z[:])
+	}
+	d.Sum(h[:0])
+	return h
 })
 
 // treeHasher computes the tree hash of bytes written in order.
@@ -36,14 +42,6 @@ type treeHasher struct {
 	outer, cur hash.Hash
 	fill       int // bytes in the current chunk
 	zero       []byte
-	// idx is the current chunk's index. writing says the bytes hashed
-	// next were written (or zeroed) by this apply; dirty that some of the
-	// current chunk's were. onDirty, when set, gets every dirty chunk's
-	// index and hash as the chunk ends (the read-back checks them).
-	idx     int64
-	writing bool
-	dirty   bool
-	onDirty func(idx int64, sum Hash)
 }
 
 func newTreeHasher(size int64, zero []byte) *treeHasher {
@@ -58,7 +56,6 @@ func newTreeHasher(size int64, zero []byte) *treeHasher {
 func (t *treeHasher) Write(p []byte) {
 	for len(p) > 0 {
 		k := min(len(p), treeChunk-t.fill)
-		t.dirty = t.dirty || t.writing
 		t.cur.Write(p[:k])
 		t.fill += k
 		p = p[k:]
@@ -74,16 +71,6 @@ func (t *treeHasher) endChunk() {
 	t.outer.Write(s[:])
 	t.cur.Reset()
 	t.fill = 0
-	t.ended(s, t.dirty)
-}
-
-// ended moves past the chunk whose hash is s, reporting it if dirty.
-func (t *treeHasher) ended(s Hash, dirty bool) {
-	if dirty && t.onDirty != nil {
-		t.onDirty(t.idx, s)
-	}
-	t.idx++
-	t.dirty = false
 }
 
 // Chunk adds a whole chunk by its hash; the hasher must be at a chunk
@@ -93,7 +80,6 @@ func (t *treeHasher) Chunk(h Hash) bool {
 		return false
 	}
 	t.outer.Write(h[:])
-	t.ended(h, t.writing)
 	return true
 }
 
@@ -110,7 +96,6 @@ func (t *treeHasher) Zeros(ctx context.Context, n int64) error {
 		if t.fill == 0 && n >= treeChunk {
 			z := zeroChunk()
 			t.outer.Write(z[:])
-			t.ended(z, t.writing)
 			n -= treeChunk
 			continue
 		}

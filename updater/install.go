@@ -568,6 +568,8 @@ func (g *guardedTarget) Sync() error { return g.d.Sync() }
 
 func (g *guardedTarget) DropRange(off, n int64) error { return g.d.DropRange(off, n) }
 
+func (g *guardedTarget) Prefetch(off, n int64) { g.d.Prefetch(off, n) }
+
 func short(h stream.Hash) string { return h.String()[:12] }
 
 func streamKind(img client.ImagePlan) string {
