@@ -22,8 +22,12 @@
 #   so every run starts cold. After it the target is compared with the
 #   image it must hold.
 # - sysupdate's apply figures include its read-back verify (what `update`
-#   always does: drop the target's cached pages, re-read, compare the tree
-#   hash) unless the row says "no verify". On a regular file sysupdate turns
+#   always does: while it writes, a second goroutine writes back and drops
+#   the target's cached pages of what was written, reads everything back
+#   and takes the tree hash from what it read) unless the row says "no
+#   verify". `apply` writes every byte, as dd does; the "skip unchanged"
+#   rows read the slot first and write only what differs, which `update`
+#   does by default (skip_unchanged). On a regular file sysupdate turns
 #   zero ops into holes, so `dd conv=sparse` is the like-for-like floor
 #   there; on the loop device (a block device, what a slot is) it issues
 #   BLKZEROOUT and `dd conv=fsync` is the floor.
@@ -175,6 +179,8 @@ for ((k = 1; k <= runs; k++)); do
   apply_slot a_delta_slot "$bin" apply --source "$old" --target "$loop" su-delta.sus
   apply_slot a_delta_slot_nv "$bin" apply --verify=false --source "$old" --target "$loop" su-delta.sus
   apply_slot a_full_slot "$bin" apply --target "$loop" su-full.sus
+  apply_slot a_delta_slot_skip "$bin" apply --skip-unchanged --source "$old" --target "$loop" su-delta.sus
+  apply_slot a_full_slot_skip "$bin" apply --skip-unchanged --target "$loop" su-full.sus
 done
 
 # st KEY: "median min max cpu_median rss_max_kib" over KEY's runs.
@@ -207,6 +213,8 @@ row "dd bs=1M conv=fsync" "loop device" "$(mb "$img") raw" - a_dd_slot "the floo
 row "**sysupdate delta**" "loop device" "$(mb "$size_su_delta")" b_delta a_delta_slot "with read-back verify"
 row "sysupdate delta, no verify" "loop device" "$(mb "$size_su_delta")" - a_delta_slot_nv "apply only"
 row "**sysupdate full (lz4)**" "loop device" "$(mb "$size_su_full")" b_full a_full_slot "with read-back verify"
+row "sysupdate delta, skip unchanged" "loop device" "$(mb "$size_su_delta")" - a_delta_slot_skip "reads the slot (old.img) first, writes only what differs, as update does; with read-back verify"
+row "sysupdate full (lz4), skip unchanged" "loop device" "$(mb "$size_su_full")" - a_full_slot_skip "as update does; with read-back verify"
 row "dd bs=1M conv=fsync" "file" "$(mb "$img") raw" - a_dd_file "writes every byte"
 row "dd bs=1M conv=fsync,sparse" "file" "$(mb "$img") raw" - a_dds_file "skips zero blocks, as sysupdate does on files: the floor for a file"
 row "sysupdate delta" "file" "$(mb "$size_su_delta")" - a_delta_file "with read-back verify"
@@ -233,7 +241,7 @@ machine="$(nproc) cores, $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc
   echo
   echo "- delta size vs xdelta3 -9: $(ratio "$size_su_delta" "$x_size") (goal <= 1.00x); vs bsdiff: $([ "$bsd_status" = done ] && ratio "$size_su_delta" "$b_size" || echo "none (its build did not finish in ${bsd_lim} s)"); $(mb "$size_su_delta") (goal <= 5.0 MB)"
   echo "- full stream size vs lz4 -9: $(ratio "$size_su_full" "$l_size") (goal <= 1.05x)"
-  echo "- into the loop device, vs dd bs=1M conv=fsync: delta apply with verify $(ratio "$(med a_delta_slot)" "$(med a_dd_slot)") (goal <= 1.0x), full apply with verify $(ratio "$(med a_full_slot)" "$(med a_dd_slot)") (goal <= 1.3x)"
+  echo "- into the loop device, vs dd bs=1M conv=fsync: delta apply with verify $(ratio "$(med a_delta_slot)" "$(med a_dd_slot)") (goal <= 1.0x), full apply with verify $(ratio "$(med a_full_slot)" "$(med a_dd_slot)") (goal <= 1.3x); skipping unchanged bytes: delta $(ratio "$(med a_delta_slot_skip)" "$(med a_dd_slot)"), full $(ratio "$(med a_full_slot_skip)" "$(med a_dd_slot)")"
   echo "- into a file, vs dd conv=fsync,sparse: delta apply with verify $(ratio "$(med a_delta_file)" "$(med a_dds_file)"), full $(ratio "$(med a_full_file)" "$(med a_dds_file)")"
   echo "- delta apply peak RSS: $(rss a_delta_slot) (loop device), at 2x image size $(rss a_delta2_file) (goal <= 16 MiB both)"
   echo "- full-stream build wall vs lz4 -9: $(ratio "$(med b_full)" "$(med b_lz4)") (goal <= 1.00x); delta build vs xdelta3 -e -9: $(ratio "$(med b_delta)" "$(med b_xdelta)")"
