@@ -35,16 +35,15 @@
 //     never describes data that is not durable; the next Install re-reads
 //     the written prefix, checks it against the checkpoint and fetches only
 //     the rest (a changed release or stream, or content that does not
-//     match, restarts cleanly and says so). The read-back runs alongside:
-//     the slot's cached pages are dropped before the first read, so bytes
-//     found in place (skip_unchanged) are read from the medium; every
-//     64 MiB of written chunks the slot is synced, their pages dropped and
-//     each 512 KiB chunk re-read from the medium and compared with the
-//     hash of what was written.
-//  5. When the stream ends: sync, re-read the last written chunks the same
-//     way, and match the whole image's tree hash with the signed one.
-//     Every byte of the slot has now been read from the medium. Nothing
-//     new durable.
+//     match, restarts cleanly and says so). The read-back runs alongside
+//     (stream.ApplyOptions.ReadBack): the slot's cached pages are dropped
+//     before the first read, so bytes found in place (skip_unchanged) are
+//     read from the medium; a second goroutine, at most about 64 MiB
+//     behind, writes back and drops the pages of what was written, reads
+//     the slot back in order and takes the tree hash from what it reads.
+//  5. When the stream ends: sync, let the reader finish, and match the
+//     tree hash of what it read with the signed one. Every byte of the
+//     slot has now been read from the medium. Nothing new durable.
 //  6. Record pending = {version, slot} in the state file and remove the
 //     checkpoint. A cut leaves a verified slot that the bootloader never
 //     switched to; Status says so and the next Install starts over
