@@ -44,7 +44,7 @@ type ApplyOptions struct {
 	// goes and take the image's tree hash from what it reads, not from
 	// what it wrote: it drops the target's cached pages before it starts
 	// (so what SkipUnchanged finds in place was read from the medium),
-	// and on another goroutine, at most about 64 MiB behind, it writes
+	// and on another goroutine, at most about 5 MiB behind, it writes
 	// back and drops the pages of every range it wrote, reads every range
 	// back and hashes it. When Apply returns nil with ReadBack set, every
 	// byte of the image has been read from the medium and matched: no

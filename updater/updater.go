@@ -38,7 +38,7 @@
 //     match, restarts cleanly and says so). The read-back runs alongside
 //     (stream.ApplyOptions.ReadBack): the slot's cached pages are dropped
 //     before the first read, so bytes found in place (skip_unchanged) are
-//     read from the medium; a second goroutine, at most about 64 MiB
+//     read from the medium; a second goroutine, at most about 5 MiB
 //     behind, writes back and drops the pages of what was written, reads
 //     the slot back in order and takes the tree hash from what it reads.
 //  5. When the stream ends: sync, let the reader finish, and match the
