@@ -1,7 +1,6 @@
 package stream
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -258,7 +257,7 @@ func (rb *readBack) item(it rbItem, buf []byte) error {
 		if n, err := rb.r.ReadAt(b, rb.pos); n != len(b) {
 			return fmt.Errorf("stream: read-back of target bytes %d-%d: %w", rb.pos, next, truncated(err))
 		}
-		if allZero(b) {
+		if isZero(b, zeroPage[:]) {
 			if err := rb.th.Zeros(rb.ctx, int64(len(b))); err != nil {
 				return err
 			}
@@ -273,15 +272,5 @@ func (rb *readBack) item(it rbItem, buf []byte) error {
 	return nil
 }
 
-// allZero reports whether b is all zeros.
-func allZero(b []byte) bool {
-	var z [4096]byte
-	for len(b) > 0 {
-		k := min(len(b), len(z))
-		if !bytes.Equal(b[:k], z[:k]) {
-			return false
-		}
-		b = b[k:]
-	}
-	return true
-}
+// zeroPage is what the reader compares pieces against (see isZero).
+var zeroPage [4096]byte
