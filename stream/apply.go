@@ -296,13 +296,19 @@ func (w *sink) op(i int, o *Op, out []byte, th *treeHasher) error {
 			return err
 		}
 	}
-	if w.rb != nil {
-		w.rb.finished(o.TargetOff, o.TargetLen, wrote)
-		return nil
-	}
 	// A copy op over one aligned chunk: out's SHA-256 was just checked
 	// against o.SourceHash, which is that chunk's tree hash.
-	if o.Type != OpCopy || o.TargetLen != treeChunk || o.TargetOff%treeChunk != 0 || !th.Chunk(o.SourceHash) {
+	chunk := o.Type == OpCopy && o.TargetLen == treeChunk && o.TargetOff%treeChunk == 0
+	if w.rb != nil {
+		if chunk && !wrote {
+			// Found in place (read from the medium) and checked whole.
+			w.rb.known(o.TargetOff, o.TargetLen, rbChunk, o.SourceHash)
+		} else {
+			w.rb.finished(o.TargetOff, o.TargetLen, wrote)
+		}
+		return nil
+	}
+	if !chunk || !th.Chunk(o.SourceHash) {
 		th.Write(out)
 	}
 	return nil
@@ -382,8 +388,10 @@ func (w *sink) zeros(off, n int64, th *treeHasher) error {
 			}
 			w.st.Written += k
 		}
-		if w.rb != nil {
-			w.rb.finished(off, k, dirty)
+		if w.rb != nil && !dirty {
+			w.rb.known(off, k, rbZeros, Hash{}) // read from the medium as zeros
+		} else if w.rb != nil {
+			w.rb.finished(off, k, true)
 		} else if err := th.Zeros(w.ctx, k); err != nil {
 			return err
 		}

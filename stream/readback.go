@@ -37,14 +37,29 @@ const (
 
 // rbItem is a target range Apply has finished, in target order: dirty if
 // Apply wrote or zeroed it (else it found the bytes in place, reading
-// them from the medium). A checkpoint item (cp set) has no range: the
-// reader fills in cp.Tree once it has hashed everything before it and
-// hands the checkpoint on.
+// them from the medium). Of the ranges found in place, Apply has already
+// checked some in full against what the image holds there: zero ranges
+// it read as zeros (known rbZeros) and whole aligned chunks whose hash it
+// checked (known rbChunk, sum is the chunk's hash); the reader adds those
+// to the tree without reading them again. A checkpoint item (cp set) has
+// no range: the reader fills in cp.Tree once it has hashed everything
+// before it and hands the checkpoint on.
 type rbItem struct {
 	off, end int64
 	dirty    bool
+	known    rbKnown
+	sum      Hash
 	cp       *Checkpoint
 }
+
+// rbKnown says what Apply already checked of a range found in place.
+type rbKnown uint8
+
+const (
+	rbRead  rbKnown = iota // nothing: read it back and hash it
+	rbZeros                // it read back as zeros
+	rbChunk                // one whole aligned chunk; its SHA-256 is sum
+)
 
 // readBack computes the image's tree hash from the target's medium while
 // Apply writes it: on its own goroutine it reads back every range Apply
@@ -103,12 +118,34 @@ func (rb *readBack) finished(off, n int64, dirty bool) {
 	if n <= 0 {
 		return
 	}
-	if k := len(rb.pending); k > 0 && rb.pending[k-1].cp == nil && rb.pending[k-1].end == off && rb.pending[k-1].dirty == dirty {
-		rb.pending[k-1].end = off + n
-	} else {
-		rb.pending = append(rb.pending, rbItem{off: off, end: off + n, dirty: dirty})
+	rb.add(rbItem{off: off, end: off + n, dirty: dirty})
+}
+
+// known records that Apply found target bytes [off, off+n) in place and
+// checked them in full: they read as zeros (k is rbZeros), or they are the
+// aligned tree chunk whose SHA-256 is sum (rbChunk).
+func (rb *readBack) known(off, n int64, k rbKnown, sum Hash) {
+	if n <= 0 {
+		return
 	}
-	rb.pbytes += n
+	rb.add(rbItem{off: off, end: off + n, known: k, sum: sum})
+}
+
+// add queues it, extending the last item when it continues it in kind.
+func (rb *readBack) add(it rbItem) {
+	if k := len(rb.pending); k > 0 && it.known != rbChunk {
+		last := &rb.pending[k-1]
+		if last.cp == nil && last.end == it.off && last.dirty == it.dirty && last.known == it.known {
+			last.end = it.end
+			it.off = it.end // merged
+		}
+	}
+	if it.off < it.end {
+		rb.pending = append(rb.pending, it)
+	}
+	if it.dirty || it.known == rbRead {
+		rb.pbytes += it.end - it.off // known ranges cost the reader nothing
+	}
 	if len(rb.pending) >= rbBatchItems || rb.pbytes >= rbBatchBytes {
 		rb.flush()
 	}
@@ -249,6 +286,20 @@ func (rb *readBack) item(it rbItem, buf []byte) error {
 	}
 	if it.off != rb.pos {
 		return fmt.Errorf("stream: read-back at target byte %d, next range at %d", rb.pos, it.off)
+	}
+	switch it.known {
+	case rbZeros:
+		if err := rb.th.Zeros(rb.ctx, it.end-it.off); err != nil {
+			return err
+		}
+		rb.pos = it.end
+		return nil
+	case rbChunk:
+		if it.end-it.off == treeChunk && it.off%treeChunk == 0 && rb.th.Chunk(it.sum) {
+			rb.pos = it.end
+			return nil
+		}
+		// Not at a chunk boundary of the hasher: read it like the rest.
 	}
 	for rb.pos < it.end {
 		// Whole tree chunks where possible, so zero chunks cost a compare.

@@ -25,6 +25,7 @@ type pagedMedium struct {
 	dirty    map[int64]bool
 	lose     map[int64]bool
 	diskRead int64 // bytes read from the medium
+	reads    int64 // bytes read through ReadAt
 }
 
 func newPagedMedium(disk []byte) *pagedMedium {
@@ -48,6 +49,7 @@ func (m *pagedMedium) page(pg int64) []byte {
 func (m *pagedMedium) ReadAt(b []byte, off int64) (int, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.reads += int64(len(b))
 	n := 0
 	for n < len(b) && off < int64(len(m.disk)) {
 		pg, in := off/pageSize, off%pageSize
@@ -212,6 +214,55 @@ func TestInPlaceCopyReadsNoSource(t *testing.T) {
 	}
 	if src.n*4 > src2.n {
 		t.Fatalf("in place, the source was read %d bytes; a full apply reads %d: copy ops still read their source", src.n, src2.n)
+	}
+}
+
+// What Apply found in place and checked whole (zeros it read as zeros, an
+// aligned chunk that hashed to its copy op's source hash) was read from
+// the medium once: the read-back adds it to the tree hash without reading
+// it again.
+func TestReadBackReadsCheckedBytesOnce(t *testing.T) {
+	old, img := readBackImages()
+	s, _ := build(t, old, img, BuildOptions{})
+	m := newPagedMedium(bytes.Clone(img))
+	var st ApplyStats
+	if _, err := Apply(context.Background(), bytes.NewReader(s), m, ApplyOptions{Source: bytes.NewReader(old), SkipUnchanged: true, ReadBack: true, Stats: &st}); err != nil {
+		t.Fatal(err)
+	}
+	if st.Skipped != int64(len(img)) {
+		t.Fatalf("skipped %d of %d bytes: the target holds the image", st.Skipped, len(img))
+	}
+	// Apply reads every byte once to compare it; the reader reads again
+	// only what was not checked whole: ops other than zero ops and copy
+	// ops over one aligned chunk.
+	lr := &countingReader{r: bytes.NewReader(s)}
+	h, err := ReadHeader(lr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := newApplier(h, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, whole := int64(len(img)), 0
+	err = a.walk(context.Background(), lr, func(_ int, o *Op, _ []byte) error {
+		switch {
+		case o.Type == OpZero:
+		case o.Type == OpCopy && o.TargetLen == treeChunk && o.TargetOff%treeChunk == 0:
+			whole++
+		default:
+			want += o.TargetLen
+		}
+		return nil
+	}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if whole == 0 {
+		t.Fatal("the delta has no copy op over a whole chunk: the test images need one")
+	}
+	if m.reads != want {
+		t.Fatalf("read %d bytes of the %d-byte target, want %d: each byte checked whole read once, the rest twice", m.reads, len(img), want)
 	}
 }
 
