@@ -51,7 +51,9 @@ func checkFleet(t *testing.T, res *Result, err error) {
 	if res.Server.BytesServed < int64(n)*res.Repo.DeltaSize || res.Received < int64(n)*res.Repo.DeltaSize {
 		t.Fatalf("served %d, devices received %d bytes; each of %d devices needs the %d-byte delta", res.Server.BytesServed, res.Received, n, res.Repo.DeltaSize)
 	}
-	if res.Server.PeakRSS <= 0 || res.Server.CPU <= 0 {
+	// The server's CPU time is counted in clock ticks (10 ms): a test-sized
+	// load on nginx may well take less than one, so only RSS must show.
+	if res.Server.PeakRSS <= 0 {
 		t.Fatalf("peak RSS %d, CPU %v", res.Server.PeakRSS, res.Server.CPU)
 	}
 	c50, c99, d50, d99 := res.Percentiles()
