@@ -133,6 +133,9 @@ func (rb *readBack) known(off, n int64, k rbKnown, sum Hash) {
 
 // add queues it, extending the last item when it continues it in kind.
 func (rb *readBack) add(it rbItem) {
+	if it.dirty || it.known == rbRead {
+		rb.pbytes += it.end - it.off // known ranges cost the reader nothing
+	}
 	if k := len(rb.pending); k > 0 && it.known != rbChunk {
 		last := &rb.pending[k-1]
 		if last.cp == nil && last.end == it.off && last.dirty == it.dirty && last.known == it.known {
@@ -142,9 +145,6 @@ func (rb *readBack) add(it rbItem) {
 	}
 	if it.off < it.end {
 		rb.pending = append(rb.pending, it)
-	}
-	if it.dirty || it.known == rbRead {
-		rb.pbytes += it.end - it.off // known ranges cost the reader nothing
 	}
 	if len(rb.pending) >= rbBatchItems || rb.pbytes >= rbBatchBytes {
 		rb.flush()
