@@ -188,6 +188,11 @@ func run(ctx context.Context, a *applier, lr *countingReader, target io.WriterAt
 	if w.reader != nil {
 		a.inPlace = w.inPlace
 	}
+	if pf, ok := a.src.(Prefetcher); ok && h.IsDelta() {
+		// In place copy ops read no source: ask only for the rest.
+		a.pre, a.want = newSrcPrefetch(pf), func(o *Op) bool { return !opts.SkipUnchanged || o.Type != OpCopy }
+		defer func() { a.pre.close(); a.pre = nil }()
+	}
 	var rb *readBack
 	if opts.ReadBack {
 		// The reader owns th from here: it hashes what it reads back.
@@ -494,6 +499,10 @@ type applier struct {
 	// inPlace, when set, may return a copy op's output without reading
 	// the source (the target already holds it; see sink.inPlace).
 	inPlace func(o *Op) []byte
+	// pre, when set, reads ahead the source extents of the ops want
+	// accepts (see srcPrefetch).
+	pre     *srcPrefetch
+	want    func(o *Op) bool
 	sh      hash.Hash // the source windows' hasher, reused
 	ops     []Op
 	seg, op int // the segment and op being applied
@@ -562,6 +571,9 @@ func (a *applier) walkFrom(ctx context.Context, r *countingReader, pos position,
 			}
 		}
 		a.seg = si
+		if a.pre != nil && decode {
+			a.pre.segment(a.ops[first:], a.want)
+		}
 		for k := first; k < len(a.ops); k++ {
 			o := &a.ops[k]
 			i := opBase + k
@@ -619,6 +631,9 @@ func (a *applier) decodeOp(i int, o *Op) ([]byte, error) {
 			}
 			sh.Write(win[p : p+int(x.Len)])
 			p += int(x.Len)
+		}
+		if a.pre != nil && a.want(o) {
+			a.pre.advanced(int64(p))
 		}
 		var sum Hash
 		sh.Sum(sum[:0])

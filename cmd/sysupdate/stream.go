@@ -93,7 +93,7 @@ func runApply(ctx context.Context, args []string, stdout, stderr io.Writer) (err
 			return fmt.Errorf("apply: source: %w", err)
 		}
 		defer sf.Close()
-		opts.Source = sf
+		opts.Source = sourceFile{sf}
 	}
 	tf, capacity, blk, created, err := openTarget(*target, fileLimit)
 	if err != nil {
@@ -213,6 +213,13 @@ type fileTarget struct {
 	*os.File
 	blk bool
 }
+
+// sourceFile is a delta's source image or partition: the applier asks it
+// to read ahead the extents its next ops read.
+type sourceFile struct{ *os.File }
+
+// Prefetch starts reading [off, off+n) into the page cache.
+func (s sourceFile) Prefetch(off, n int64) { partition.PrefetchPages(s.File, off, n) }
 
 // Prefetch starts reading [off, off+n) into the page cache, for the
 // read-back.
