@@ -38,9 +38,11 @@
 //     match, restarts cleanly and says so). The read-back runs alongside
 //     (stream.ApplyOptions.ReadBack): the slot's cached pages are dropped
 //     before the first read, so bytes found in place (skip_unchanged) are
-//     read from the medium; a second goroutine, at most about 5 MiB
-//     behind, writes back and drops the pages of what was written, reads
-//     the slot back in order and takes the tree hash from what it reads.
+//     read from the medium; a second goroutine, in batches of up to 64
+//     MiB cut at every checkpoint, writes back and drops the pages of what
+//     was written, reads the slot back in order and takes the tree hash
+//     from what it reads (a checkpoint is recorded once what precedes it
+//     has been read back).
 //  5. When the stream ends: sync, let the reader finish, and match the
 //     tree hash of what it read with the signed one. Every byte of the
 //     slot has now been read from the medium. Nothing new durable.
