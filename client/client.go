@@ -20,12 +20,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sysupdate/sysupdate/fetch"
@@ -130,6 +132,52 @@ type Client struct {
 	op      Opener
 	mop     Opener // for the mirrors
 	masters []*trust.Key
+
+	mu   sync.Mutex
+	down map[string]error // mirrors (redacted roots) found unreachable, and why
+}
+
+// unreachable reports whether err says a source could not be reached at
+// all or was too slow (no connection, no name, a timeout, below the
+// minimum rate), rather than that it lacks a file or serves wrong bytes:
+// such a mirror is not asked again by this Client, so a dead mirror costs
+// one timeout per run, not one per file.
+func unreachable(err error) bool {
+	var op *net.OpError
+	var dns *net.DNSError
+	var ne net.Error
+	return (errors.As(err, &op) && op.Op == "dial") || errors.As(err, &dns) ||
+		(errors.As(err, &ne) && ne.Timeout()) || errors.Is(err, fetch.ErrTooSlow)
+}
+
+// mirrorDown returns why the mirror with redacted root was found
+// unreachable earlier by this Client, or nil.
+func (c *Client) mirrorDown(root string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.down[root]
+}
+
+// mirrorFailed records err for the mirror if it says the mirror is
+// unreachable.
+func (c *Client) mirrorFailed(root string, err error) {
+	if !unreachable(err) {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.down == nil {
+		c.down = map[string]error{}
+	}
+	if c.down[root] == nil {
+		c.down[root] = err
+	}
+}
+
+// skipped is the message for a mirror passed over because it was found
+// unreachable before.
+func skipped(root string, why error) string {
+	return fmt.Sprintf("mirror %s: not asked again: unreachable earlier in this run (%v)", root, why)
 }
 
 // New reads the master keys and returns a Client.
@@ -507,6 +555,10 @@ func (c *Client) index(ctx context.Context, chain *trust.Chain, st *State, now t
 	var tried []string
 	for _, m := range c.cfg.Mirrors {
 		root := rootURL(m)
+		if why := c.mirrorDown(fetch.Redact(root)); why != nil {
+			tried = append(tried, skipped(fetch.Redact(root), why))
+			continue
+		}
 		midx, msigner, merr := c.checkIndex(ctx, c.mop, root+rel, fetch.Redact(root+rel)+" (from a mirror: the repository is unavailable)", chain, st, now)
 		if merr == nil {
 			return midx, msigner, fetch.Redact(root), nil
@@ -514,6 +566,7 @@ func (c *Client) index(ctx context.Context, chain *trust.Chain, st *State, now t
 		if ctx.Err() != nil {
 			return nil, nil, "", merr
 		}
+		c.mirrorFailed(fetch.Redact(root), merr)
 		tried = append(tried, fmt.Sprintf("mirror %s: %v", fetch.Redact(root), merr))
 	}
 	return nil, nil, "", fmt.Errorf("%w (and from the mirrors: %s)", err, strings.Join(tried, "; "))
@@ -571,6 +624,10 @@ func (c *Client) chain(ctx context.Context, st *State, now time.Time) (*trust.Ch
 	var tried []string
 	for _, m := range c.cfg.Mirrors {
 		root := rootURL(m)
+		if why := c.mirrorDown(fetch.Redact(root)); why != nil {
+			tried = append(tried, skipped(fetch.Redact(root), why))
+			continue
+		}
 		mch, merr := c.checkChain(ctx, c.mop, root, " (from mirror "+fetch.Redact(root)+": the repository is unavailable)", st, now)
 		if merr == nil {
 			return mch, fetch.Redact(root), nil
@@ -578,6 +635,7 @@ func (c *Client) chain(ctx context.Context, st *State, now time.Time) (*trust.Ch
 		if ctx.Err() != nil {
 			return nil, "", merr
 		}
+		c.mirrorFailed(fetch.Redact(root), merr)
 		tried = append(tried, fmt.Sprintf("mirror %s: %v", fetch.Redact(root), merr))
 	}
 	return nil, "", fmt.Errorf("%w (and from the mirrors: %s)", err, strings.Join(tried, "; "))
@@ -737,7 +795,8 @@ func (c *Client) sources(raw string) []streamSource {
 // fetcher's minimum rate, another size, another header, or bytes that
 // fail verification) is abandoned for the next, which continues from the
 // last checkpoint taken (the target must then be a stream.Syncer; else
-// the next source starts over). Since stream.Apply checks every op's
+// the next source starts over). A mirror that could not be reached at all
+// or was too slow (see unreachable) is not asked again by this Client. Since stream.Apply checks every op's
 // bytes against the signed header before it decodes or writes them, no
 // byte a mirror altered reaches the target. The error of the last source
 // is returned, naming every mirror abandoned before it and why.
@@ -750,6 +809,10 @@ func (c *Client) Download(ctx context.Context, img ImagePlan, target Target, sou
 	resume := o.Resume
 	var abandoned []string
 	for i, s := range srcs {
+		if why := c.mirrorDown(s.root); s.mirror && why != nil {
+			abandoned = append(abandoned, skipped(s.root, why))
+			continue
+		}
 		multi := len(srcs) > 1
 		var st stream.ApplyStats
 		onCheckpoint := o.OnCheckpoint
@@ -784,6 +847,7 @@ func (c *Client) Download(ctx context.Context, img ImagePlan, target Target, sou
 			}
 			return h, err
 		}
+		c.mirrorFailed(s.root, err)
 		abandoned = append(abandoned, fmt.Sprintf("mirror %s: %v", s.root, err))
 		if o.OnSource != nil {
 			o.OnSource(SourceEvent{Source: s.root, Mirror: s.mirror, URL: fetch.Redact(s.raw), At: atOf(resume), Err: err})

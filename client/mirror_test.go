@@ -507,3 +507,63 @@ func TestMirrorsMetadataWhenOriginDown(t *testing.T) {
 		t.Logf("refused: %v", err)
 	}
 }
+
+// A mirror that cannot be reached (nothing listens) is asked once in a
+// run: the next download, by the same Client, goes to the next source at
+// once and says why the mirror was passed over. A mirror that answers
+// but lacks the stream (404) is asked again for the next download: it may
+// hold that one.
+func TestMirrorUnreachableAskedOnce(t *testing.T) {
+	d := newDevice(t)
+	dead := httptest.NewServer(http.NotFoundHandler())
+	deadURL := dead.URL
+	dead.Close() // connections are refused from now on
+	var missing rangeLog
+	empty := serveDir(t, t.TempDir(), -1, &missing)
+	d.cfg.Mirrors = []string{deadURL, empty.URL}
+	op, err := fetch.New(fetch.Options{Retries: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(d.cfg, op)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan, err := c.Check(context.Background())
+	if err != nil || plan.Release == nil {
+		t.Fatalf("check: %v", err)
+	}
+	active := bytes.NewReader(d.f.images[d.cfg.Installed])
+	for run := 1; run <= 2; run++ {
+		var events []SourceEvent
+		o := DownloadOptions{OnSource: func(ev SourceEvent) { events = append(events, ev) }}
+		s := &slot{}
+		for _, im := range plan.Images {
+			if _, err := c.Download(context.Background(), im, s, active, o); err != nil {
+				t.Fatalf("download %d: %v", run, err)
+			}
+		}
+		if s.writes == 0 {
+			t.Fatalf("download %d wrote nothing", run)
+		}
+		var askedDead, askedEmpty int
+		for _, ev := range events {
+			if ev.Err == nil && ev.Source == fetch.Redact(rootURL(deadURL)) {
+				askedDead++
+			}
+			if ev.Err == nil && ev.Source == fetch.Redact(rootURL(empty.URL)) {
+				askedEmpty++
+			}
+		}
+		wantDead := 0
+		if run == 1 {
+			wantDead = 1 // refused at the first image, not asked again
+		}
+		if askedDead != wantDead || askedEmpty != len(plan.Images) {
+			t.Fatalf("download %d: asked the dead mirror %d times (want %d), the 404 mirror %d (want %d): %+v", run, askedDead, wantDead, askedEmpty, len(plan.Images), events)
+		}
+	}
+	if got := len(missing.get()); got != 2*len(plan.Images) {
+		t.Fatalf("the mirror without the stream was asked %d times, want once per image per download (%d)", got, 2*len(plan.Images))
+	}
+}
