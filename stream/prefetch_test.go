@@ -38,18 +38,9 @@ func (s *prefetchSource) Prefetch(off, n int64) {
 // lie in asked-for ranges, and how many there are.
 func covered(t *testing.T, s []byte, asked []Extent, copies bool) (in, all int64) {
 	t.Helper()
-	lr := &countingReader{r: bytes.NewReader(s)}
-	h, err := ReadHeader(lr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := newApplier(h, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = a.walk(context.Background(), lr, func(_ int, o *Op, _ []byte) error {
+	eachOp(t, s, func(o *Op) {
 		if o.Type == OpCopy && !copies {
-			return nil
+			return
 		}
 		for _, x := range o.Extents {
 			all += x.Len
@@ -60,12 +51,25 @@ func covered(t *testing.T, s []byte, asked []Extent, copies bool) (in, all int64
 				}
 			}
 		}
-		return nil
-	}, false)
+	})
+	return in, all
+}
+
+// eachOp calls fn with every op of the stream s, in order.
+func eachOp(t *testing.T, s []byte, fn func(o *Op)) {
+	t.Helper()
+	lr := &countingReader{r: bytes.NewReader(s)}
+	h, err := ReadHeader(lr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return in, all
+	a, err := newApplier(h, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.walk(context.Background(), lr, func(_ int, o *Op, _ []byte) error { fn(o); return nil }, false); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // Apply asks a source that can prefetch for the extents its next ops

@@ -235,17 +235,8 @@ func TestReadBackReadsCheckedBytesOnce(t *testing.T) {
 	// Apply reads every byte once to compare it; the reader reads again
 	// only what was not checked whole: ops other than zero ops and copy
 	// ops over one aligned chunk.
-	lr := &countingReader{r: bytes.NewReader(s)}
-	h, err := ReadHeader(lr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := newApplier(h, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
 	want, whole := int64(len(img)), 0
-	err = a.walk(context.Background(), lr, func(_ int, o *Op, _ []byte) error {
+	eachOp(t, s, func(o *Op) {
 		switch {
 		case o.Type == OpZero:
 		case o.Type == OpCopy && o.TargetLen == treeChunk && o.TargetOff%treeChunk == 0:
@@ -253,11 +244,7 @@ func TestReadBackReadsCheckedBytesOnce(t *testing.T) {
 		default:
 			want += o.TargetLen
 		}
-		return nil
-	}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	if whole == 0 {
 		t.Fatal("the delta has no copy op over a whole chunk: the test images need one")
 	}
