@@ -29,10 +29,11 @@ type Prefetcher interface{ Prefetch(off, n int64) }
 // the image, and is at most about three batches behind. The batches are
 // large on purpose: the reader then writes back, drops and reads a large
 // range while Apply writes elsewhere, instead of contending with every
-// write. Into a loop device on the public pair (medians of 5), 1 MiB
-// batches took 0.77 s for the full stream, 0.94 s for the delta skipping
-// unchanged bytes and 0.81 s for the full stream skipping them; 64 MiB
-// batches with one waiting took 0.61, 0.70 and 0.60 s. Checkpoints still
+// write. Into a loop device on the public pair (medians of 5 in one
+// run), 1 MiB batches with four waiting took 0.97 s for the delta, 1.05 s
+// for the delta skipping unchanged bytes and 1.04 s for the full stream
+// skipping them; 64 MiB batches with one waiting took 0.75, 0.92 and
+// 0.60 s (the full stream: 0.59 and 0.60 s). Checkpoints still
 // cut batches, so a checkpoint is handed on once the reader has read
 // what was written before it.
 const (
