@@ -40,7 +40,7 @@ func newSrcPrefetch(pf Prefetcher) *srcPrefetch {
 }
 
 // segment hands the prefetcher the source extents the segment's ops read
-// (of those ops that want; see applier.prefetchable), in order.
+// (of those ops want accepts; see applier.want), in order.
 func (p *srcPrefetch) segment(ops []Op, want func(*Op) bool) {
 	p.mu.Lock()
 	p.next = p.next[:0]
