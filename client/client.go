@@ -174,6 +174,33 @@ func (c *Client) mirrorFailed(root string, err error) {
 	}
 }
 
+// fromMirrors asks the mirrors in order, with try(root), for what the
+// repository failed to give with repoErr, skipping those found
+// unreachable before, and returns the redacted root of the first that
+// gave it. When none does, the error is repoErr naming each mirror and
+// why; when ctx ends, the mirror's error.
+func (c *Client) fromMirrors(ctx context.Context, repoErr error, try func(root string) error) (string, error) {
+	var tried []string
+	for _, m := range c.cfg.Mirrors {
+		root := rootURL(m)
+		name := fetch.Redact(root)
+		if why := c.mirrorDown(name); why != nil {
+			tried = append(tried, skipped(name, why))
+			continue
+		}
+		err := try(root)
+		if err == nil {
+			return name, nil
+		}
+		if ctx.Err() != nil {
+			return "", err
+		}
+		c.mirrorFailed(name, err)
+		tried = append(tried, fmt.Sprintf("mirror %s: %v", name, err))
+	}
+	return "", fmt.Errorf("%w (and from the mirrors: %s)", repoErr, strings.Join(tried, "; "))
+}
+
 // skipped is the message for a mirror passed over because it was found
 // unreachable before.
 func skipped(root string, why error) string {
@@ -552,24 +579,15 @@ func (c *Client) index(ctx context.Context, chain *trust.Chain, st *State, now t
 	if err == nil || !errors.Is(err, ErrUnavailable) || len(c.cfg.Mirrors) == 0 || ctx.Err() != nil {
 		return idx, signer, "", err
 	}
-	var tried []string
-	for _, m := range c.cfg.Mirrors {
-		root := rootURL(m)
-		if why := c.mirrorDown(fetch.Redact(root)); why != nil {
-			tried = append(tried, skipped(fetch.Redact(root), why))
-			continue
-		}
-		midx, msigner, merr := c.checkIndex(ctx, c.mop, root+rel, fetch.Redact(root+rel)+" (from a mirror: the repository is unavailable)", chain, st, now)
-		if merr == nil {
-			return midx, msigner, fetch.Redact(root), nil
-		}
-		if ctx.Err() != nil {
-			return nil, nil, "", merr
-		}
-		c.mirrorFailed(fetch.Redact(root), merr)
-		tried = append(tried, fmt.Sprintf("mirror %s: %v", fetch.Redact(root), merr))
+	from, merr := c.fromMirrors(ctx, err, func(root string) error {
+		var e error
+		idx, signer, e = c.checkIndex(ctx, c.mop, root+rel, fetch.Redact(root+rel)+" (from a mirror: the repository is unavailable)", chain, st, now)
+		return e
+	})
+	if merr != nil {
+		return nil, nil, "", merr
 	}
-	return nil, nil, "", fmt.Errorf("%w (and from the mirrors: %s)", err, strings.Join(tried, "; "))
+	return idx, signer, from, nil
 }
 
 // checkIndex fetches the index at u with op and checks it; name is u for
@@ -621,24 +639,15 @@ func (c *Client) chain(ctx context.Context, st *State, now time.Time) (*trust.Ch
 	if err == nil || !errors.Is(err, ErrUnavailable) || len(c.cfg.Mirrors) == 0 || ctx.Err() != nil {
 		return ch, "", err
 	}
-	var tried []string
-	for _, m := range c.cfg.Mirrors {
-		root := rootURL(m)
-		if why := c.mirrorDown(fetch.Redact(root)); why != nil {
-			tried = append(tried, skipped(fetch.Redact(root), why))
-			continue
-		}
-		mch, merr := c.checkChain(ctx, c.mop, root, " (from mirror "+fetch.Redact(root)+": the repository is unavailable)", st, now)
-		if merr == nil {
-			return mch, fetch.Redact(root), nil
-		}
-		if ctx.Err() != nil {
-			return nil, "", merr
-		}
-		c.mirrorFailed(fetch.Redact(root), merr)
-		tried = append(tried, fmt.Sprintf("mirror %s: %v", fetch.Redact(root), merr))
+	from, merr := c.fromMirrors(ctx, err, func(root string) error {
+		var e error
+		ch, e = c.checkChain(ctx, c.mop, root, " (from mirror "+fetch.Redact(root)+": the repository is unavailable)", st, now)
+		return e
+	})
+	if merr != nil {
+		return nil, "", merr
 	}
-	return nil, "", fmt.Errorf("%w (and from the mirrors: %s)", err, strings.Join(tried, "; "))
+	return ch, from, nil
 }
 
 // checkChain is chain from one source: root is its root URL, from is
@@ -796,9 +805,10 @@ func (c *Client) sources(raw string) []streamSource {
 // fail verification) is abandoned for the next, which continues from the
 // last checkpoint taken (the target must then be a stream.Syncer; else
 // the next source starts over). A mirror that could not be reached at all
-// or was too slow (see unreachable) is not asked again by this Client. Since stream.Apply checks every op's
-// bytes against the signed header before it decodes or writes them, no
-// byte a mirror altered reaches the target. The error of the last source
+// or was too slow (see unreachable) is not asked again by this Client.
+// Since stream.Apply checks every op's bytes against the signed header
+// before it decodes or writes them, no byte a mirror altered reaches the
+// target. The error of the last source
 // is returned, naming every mirror abandoned before it and why.
 func (c *Client) Download(ctx context.Context, img ImagePlan, target Target, source io.ReaderAt, o DownloadOptions) (*stream.Header, error) {
 	raw := img.rawURL
