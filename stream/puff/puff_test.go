@@ -417,3 +417,68 @@ func FuzzPuff(f *testing.F) {
 		}
 	})
 }
+
+// benchStream is a 512 KiB deflate stream (flate level 9 of changelog-like
+// text): about what one deflate op of a delta puffs and huffs.
+func benchStream(b *testing.B) []byte {
+	b.Helper()
+	var buf bytes.Buffer
+	w, err := flate.NewWriter(&buf, 9)
+	if err != nil {
+		b.Fatal(err)
+	}
+	w.Write(text(512<<10, 3))
+	w.Close()
+	return buf.Bytes()
+}
+
+func BenchmarkPuff(b *testing.B) {
+	src := benchStream(b)
+	p, _, err := Puff(nil, src, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(len(src)))
+	b.ReportAllocs()
+	for b.Loop() {
+		p, _, err = Puff(p[:0], src, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkHuff(b *testing.B) {
+	src := benchStream(b)
+	p, _, err := Puff(nil, src, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := make([]byte, 0, len(src))
+	b.SetBytes(int64(len(src)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if out, err = Huff(out[:0], p); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if !bytes.Equal(out, src) {
+		b.Fatal("huff differs from the stream")
+	}
+}
+
+// TestDistCode checks the distance table against the definition: the
+// code of d is the last one whose base is at most d.
+func TestDistCode(t *testing.T) {
+	for d := 1; d <= 32768; d++ {
+		want := 0
+		for c := range distBase {
+			if int(distBase[c]) <= d {
+				want = c
+			}
+		}
+		if got := distCode(d); got != want {
+			t.Fatalf("distCode(%d) = %d, want %d", d, got, want)
+		}
+	}
+}
