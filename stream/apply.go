@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"hash/crc32"
 	"io"
 
 	"github.com/sysupdate/sysupdate/stream/puff"
@@ -44,9 +45,11 @@ type ApplyOptions struct {
 	// goes and take the image's tree hash from what it reads, not from
 	// what it wrote: it drops the target's cached pages before it starts
 	// (so what SkipUnchanged finds in place was read from the medium),
-	// and on another goroutine, at most about 5 MiB behind, it writes
-	// back and drops the pages of every range it wrote, reads every range
-	// back and hashes it. When Apply returns nil with ReadBack set, every
+	// and on another goroutine, a few batches of up to 64 MiB behind, it
+	// writes back and drops the pages of every range it wrote, reads every
+	// range back and hashes it (a chunk a copy op wrote from source bytes
+	// whose hash it checked is compared by CRC-32C with what was written,
+	// and its hash, already checked, goes into the tree). When Apply returns nil with ReadBack set, every
 	// byte of the image has been read from the medium and matched: no
 	// separate Verify is needed. Checkpoints then get their tree state
 	// from the reader and OnCheckpoint is called on its goroutine (one
@@ -305,10 +308,15 @@ func (w *sink) op(i int, o *Op, out []byte, th *treeHasher) error {
 	// against o.SourceHash, which is that chunk's tree hash.
 	chunk := o.Type == OpCopy && o.TargetLen == treeChunk && o.TargetOff%treeChunk == 0
 	if w.rb != nil {
-		if chunk && !wrote {
+		switch {
+		case chunk && !wrote:
 			// Found in place (read from the medium) and checked whole.
 			w.rb.known(o.TargetOff, o.TargetLen, rbChunk, o.SourceHash)
-		} else {
+		case chunk:
+			// Written from the source bytes just checked: the reader
+			// need only tell whether the medium kept them.
+			w.rb.wrote(o.TargetOff, o.SourceHash, crc32.Checksum(out, castagnoli))
+		default:
 			w.rb.finished(o.TargetOff, o.TargetLen, wrote)
 		}
 		return nil

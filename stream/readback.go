@@ -3,6 +3,7 @@ package stream
 import (
 	"context"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"sync"
 )
@@ -48,25 +49,37 @@ const (
 // checked some in full against what the image holds there: zero ranges
 // it read as zeros (known rbZeros) and whole aligned chunks whose hash it
 // checked (known rbChunk, sum is the chunk's hash); the reader adds those
-// to the tree without reading them again. A checkpoint item (cp set) has
-// no range: the reader fills in cp.Tree once it has hashed everything
-// before it and hands the checkpoint on.
+// to the tree without reading them again. Of the ranges it wrote, it
+// checked some before writing them: whole aligned chunks a copy op wrote
+// from source bytes whose SHA-256 (sum, the chunk's hash) matched the op
+// (known rbWritten, crc is the CRC-32C of those bytes); the reader reads
+// those back and compares their CRC-32C instead of hashing them again. A
+// checkpoint item (cp set) has no range: the reader fills in cp.Tree once
+// it has hashed everything before it and hands the checkpoint on.
 type rbItem struct {
 	off, end int64
 	dirty    bool
 	known    rbKnown
+	crc      uint32
 	sum      Hash
 	cp       *Checkpoint
 }
 
-// rbKnown says what Apply already checked of a range found in place.
+// rbKnown says what Apply already checked of a range.
 type rbKnown uint8
 
 const (
-	rbRead  rbKnown = iota // nothing: read it back and hash it
-	rbZeros                // it read back as zeros
-	rbChunk                // one whole aligned chunk; its SHA-256 is sum
+	rbRead    rbKnown = iota // nothing: read it back and hash it
+	rbZeros                  // found in place: it read as zeros
+	rbChunk                  // found in place: one whole aligned chunk; its SHA-256 is sum
+	rbWritten                // written: one whole aligned chunk; its SHA-256 is sum, its CRC-32C crc
 )
+
+// castagnoli is CRC-32C, the checksum btrfs keeps for data and ext4 for
+// metadata, with instructions for it on amd64 and arm64: enough to tell
+// whether the medium kept a chunk whose content was checked before it
+// was written, at a tenth of the cost of hashing it again.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // readBack computes the image's tree hash from the target's medium while
 // Apply writes it: on its own goroutine it reads back every range Apply
@@ -128,6 +141,13 @@ func (rb *readBack) finished(off, n int64, dirty bool) {
 	rb.add(rbItem{off: off, end: off + n, dirty: dirty})
 }
 
+// wrote records that Apply wrote the aligned tree chunk at off from bytes
+// it checked: their SHA-256, the chunk's hash, is sum and their CRC-32C
+// is crc (see rbWritten).
+func (rb *readBack) wrote(off int64, sum Hash, crc uint32) {
+	rb.add(rbItem{off: off, end: off + treeChunk, dirty: true, known: rbWritten, sum: sum, crc: crc})
+}
+
 // known records that Apply found target bytes [off, off+n) in place and
 // checked them in full: they read as zeros (k is rbZeros), or they are the
 // aligned tree chunk whose SHA-256 is sum (rbChunk).
@@ -143,7 +163,7 @@ func (rb *readBack) add(it rbItem) {
 	if it.dirty || it.known == rbRead {
 		rb.pbytes += it.end - it.off // known ranges cost the reader nothing
 	}
-	if k := len(rb.pending); k > 0 && it.known != rbChunk {
+	if k := len(rb.pending); k > 0 && it.known != rbChunk && it.known != rbWritten {
 		last := &rb.pending[k-1]
 		if last.cp == nil && last.end == it.off && last.dirty == it.dirty && last.known == it.known {
 			last.end = it.end
@@ -307,6 +327,22 @@ func (rb *readBack) item(it rbItem, buf []byte) error {
 			return nil
 		}
 		// Not at a chunk boundary of the hasher: read it like the rest.
+	case rbWritten:
+		if it.end-it.off == treeChunk && it.off%treeChunk == 0 {
+			b := buf[:treeChunk]
+			if n, err := rb.r.ReadAt(b, it.off); n != len(b) {
+				return fmt.Errorf("stream: read-back of target bytes %d-%d: %w", it.off, it.end, truncated(err))
+			}
+			if crc := crc32.Checksum(b, castagnoli); crc != it.crc {
+				return fmt.Errorf("%w: target bytes %d-%d read back from the medium with CRC-32C %08x, but %08x was written there: the medium did not keep what was written (bad medium?); do not boot this slot", ErrTargetMismatch, it.off, it.end, crc, it.crc)
+			}
+			rb.reread += treeChunk
+			if !rb.th.Chunk(it.sum) {
+				rb.th.Write(b) // not at a chunk boundary of the hasher
+			}
+			rb.pos = it.end
+			return nil
+		}
 	}
 	for rb.pos < it.end {
 		// Whole tree chunks where possible, so zero chunks cost a compare.

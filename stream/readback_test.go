@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"strings"
@@ -170,6 +171,43 @@ func TestReadBackCatchesWritesThatDoNotStick(t *testing.T) {
 				t.Fatalf("read %d bytes from the medium, fewer than the %d-byte image", good.diskRead, len(img))
 			}
 		})
+	}
+}
+
+// A copy op over one aligned chunk is written from source bytes whose
+// hash was checked; the reader then checks the chunk's CRC-32C against
+// what was written instead of hashing it again. A write inside such a
+// chunk that does not stick must still fail the apply, naming the chunk.
+func TestReadBackCatchesLostCopiedChunk(t *testing.T) {
+	old, img := readBackImages()
+	s, _ := build(t, old, img, BuildOptions{})
+	var chunk *Op
+	eachOp(t, s, func(o *Op) {
+		if chunk == nil && o.Type == OpCopy && o.TargetLen == treeChunk && o.TargetOff%treeChunk == 0 {
+			c := *o
+			chunk = &c
+		}
+	})
+	if chunk == nil {
+		t.Fatal("the delta has no copy op over a whole chunk: the test images need one")
+	}
+	// A blank slot, so that every copy op writes; one page of the chunk
+	// does not keep its writes.
+	bad := newPagedMedium(make([]byte, len(img)))
+	bad.lose[(chunk.TargetOff+5000)/pageSize] = true
+	_, err := Apply(context.Background(), bytes.NewReader(s), bad, ApplyOptions{Source: bytes.NewReader(old), ReadBack: true})
+	want := fmt.Sprintf("target bytes %d-%d read back from the medium with CRC-32C", chunk.TargetOff, chunk.TargetOff+treeChunk)
+	if !errors.Is(err, ErrTargetMismatch) || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "do not boot") {
+		t.Fatalf("a lost write in a copied chunk: got %v, want ErrTargetMismatch with %q", err, want)
+	}
+	// A good blank slot ends with the image, every written byte re-read.
+	good := newPagedMedium(make([]byte, len(img)))
+	var st ApplyStats
+	if _, err := Apply(context.Background(), bytes.NewReader(s), good, ApplyOptions{Source: bytes.NewReader(old), ReadBack: true, Stats: &st}); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(good.disk, img) || st.ReadBack != st.Written+st.Zeroed {
+		t.Fatalf("image on the medium: %v; re-read %d bytes of %d written and %d zeroed", bytes.Equal(good.disk, img), st.ReadBack, st.Written, st.Zeroed)
 	}
 }
 
