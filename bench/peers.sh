@@ -40,6 +40,7 @@
 # checkout. Only the loop devices and daemons started here are ended here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/cold.sh # cold: the state every timed run starts from
 root=$PWD
 bin=$root/bin/sysupdate
 pub=$root/bin/sysupdate-publish
@@ -226,7 +227,7 @@ run() {
   local name=$1; shift
   dd if="$old" of="$lb" bs=4M conv=fsync status=none
   if [ -n "${PRE:-}" ]; then $PRE; fi
-  sync; echo 3 >/proc/sys/vm/drop_caches
+  cold
   /usr/bin/time -f '%e %M' -o time.out "$@" >out.log 2>&1 || { echo "bench-peers: $name failed:" >&2; cat out.log >&2; exit 1; }
   local t0 t1 e m
   t0=$(date +%s.%N); sync; t1=$(date +%s.%N)

@@ -38,6 +38,7 @@
 # (default /var/cache/sysupdate-bench), never in the checkout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/cold.sh # cold: the state every timed run starts from
 root=$PWD
 bin=$root/bin/sysupdate
 pub=$root/bin/sysupdate-publish
@@ -89,7 +90,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cold() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 # timed KEY CMD...: runs CMD under GNU time and logs "KEY wall cpu rss_kib".
 timed() {
   local key=$1; shift

@@ -13,6 +13,7 @@
 # Needs bin/sysupdate, bin/sysupdate-publish (make build), GNU time, root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/cold.sh # cold: the state every timed run starts from
 cache=${BENCH_CACHE:-/var/cache/sysupdate-bench}
 runs=${BENCH_RUNS:-5}
 pair=$cache/pair
@@ -55,7 +56,7 @@ reset_target() { # STATE
   printf '{"schema":1,"installed":1,"slots":{"a":{"version":1,"confirmed":true}}}\n' > "$w/state/state.json"
   grub-editenv "$w/grubenv" create
   "$su" bootloader --config "$w/sysupdate.conf" mark-good a >/dev/null
-  sync; echo 3 > /proc/sys/vm/drop_caches
+  cold
 }
 
 declare -A wall rss wr sk
