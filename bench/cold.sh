@@ -3,7 +3,8 @@
 #
 # cold syncs and drops the page cache, so every run reads its inputs from
 # the disk. On a VM whose balloon reports free pages to its host
-# (/sys/module/page_reporting, as on this project's CI machines), the
+# (/sys/module/page_reporting, as on the VM the README's tables were
+# measured on), the
 # dropped cache is handed back to the host within seconds, and a run that
 # then touches those pages pays a host page fault for each: on such a VM
 # dd into the loop device took 0.75 s or 2-3 s at random, sysupdate 0.7 s

@@ -49,8 +49,9 @@ type ApplyOptions struct {
 	// writes back and drops the pages of every range it wrote, reads every
 	// range back and hashes it (a chunk a copy op wrote from source bytes
 	// whose hash it checked is compared by CRC-32C with what was written,
-	// and its hash, already checked, goes into the tree). When Apply returns nil with ReadBack set, every
-	// byte of the image has been read from the medium and matched: no
+	// and its hash, already checked, goes into the tree). When Apply
+	// returns nil with ReadBack set, every byte of the image has been
+	// read from the medium and matched: no
 	// separate Verify is needed. Checkpoints then get their tree state
 	// from the reader and OnCheckpoint is called on its goroutine (one
 	// call at a time, in order, all before Apply returns). The target

@@ -327,22 +327,6 @@ func (rb *readBack) item(it rbItem, buf []byte) error {
 			return nil
 		}
 		// Not at a chunk boundary of the hasher: read it like the rest.
-	case rbWritten:
-		if it.end-it.off == treeChunk && it.off%treeChunk == 0 {
-			b := buf[:treeChunk]
-			if n, err := rb.r.ReadAt(b, it.off); n != len(b) {
-				return fmt.Errorf("stream: read-back of target bytes %d-%d: %w", it.off, it.end, truncated(err))
-			}
-			if crc := crc32.Checksum(b, castagnoli); crc != it.crc {
-				return fmt.Errorf("%w: target bytes %d-%d read back from the medium with CRC-32C %08x, but %08x was written there: the medium did not keep what was written (bad medium?); do not boot this slot", ErrTargetMismatch, it.off, it.end, crc, it.crc)
-			}
-			rb.reread += treeChunk
-			if !rb.th.Chunk(it.sum) {
-				rb.th.Write(b) // not at a chunk boundary of the hasher
-			}
-			rb.pos = it.end
-			return nil
-		}
 	}
 	for rb.pos < it.end {
 		// Whole tree chunks where possible, so zero chunks cost a compare.
@@ -351,11 +335,20 @@ func (rb *readBack) item(it rbItem, buf []byte) error {
 		if n, err := rb.r.ReadAt(b, rb.pos); n != len(b) {
 			return fmt.Errorf("stream: read-back of target bytes %d-%d: %w", rb.pos, next, truncated(err))
 		}
-		if isZero(b, zeroPage[:]) {
+		switch {
+		case it.known == rbWritten:
+			// One whole aligned chunk (see wrote): one read, one compare.
+			if crc := crc32.Checksum(b, castagnoli); crc != it.crc {
+				return fmt.Errorf("%w: target bytes %d-%d read back from the medium with CRC-32C %08x, but %08x was written there: the medium did not keep what was written (bad medium?); do not boot this slot", ErrTargetMismatch, rb.pos, next, crc, it.crc)
+			}
+			if !rb.th.Chunk(it.sum) {
+				rb.th.Write(b) // not at a chunk boundary of the hasher
+			}
+		case isZero(b, zeroPage[:]):
 			if err := rb.th.Zeros(rb.ctx, int64(len(b))); err != nil {
 				return err
 			}
-		} else {
+		default:
 			rb.th.Write(b)
 		}
 		if it.dirty {
